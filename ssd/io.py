@@ -41,7 +41,8 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             os.close(dfd)
 
 
-def atomic_save(obj: Any, path: PathLike, saver: Callable[[Any, IO[bytes]], None] | None = None) -> Path:
+def atomic_save(obj: Any, path: PathLike,
+                saver: Callable[[Any, IO[bytes]], None] | None = None) -> Path:
     """``torch.save`` (or ``saver(obj, file)``) to ``path`` atomically; returns the path."""
     with atomic_write(path, "wb") as f:
         (saver or torch.save)(obj, f)
