@@ -1,0 +1,189 @@
+"""Box arithmetic and prior matching for SSD, as pure tensor functions.
+
+Boxes are either corner form ``(x1, y1, x2, y2)`` or centre form ``(cx, cy, w, h)``, in the
+last dimension. Every function works on any device and floating dtype and broadcasts over
+leading batch dimensions where that is natural. The floating-point operations are done in the
+same order as ssd.pytorch so that results agree with it to the last bit where possible.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "point_form", "center_size", "intersect", "jaccard", "encode", "decode", "match",
+    "match_batch",
+]
+
+
+def point_form(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` centre form ``(cx, cy, w, h)`` -> ``[..., 4]`` corners ``(x1, y1, x2, y2)``."""
+    return torch.cat((boxes[..., :2] - boxes[..., 2:] / 2,
+                      boxes[..., :2] + boxes[..., 2:] / 2), dim=-1)
+
+
+def center_size(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` corners ``(x1, y1, x2, y2)`` -> ``[..., 4]`` centre form ``(cx, cy, w, h)``."""
+    return torch.cat(((boxes[..., 2:] + boxes[..., :2]) / 2,
+                      boxes[..., 2:] - boxes[..., :2]), dim=-1)
+
+
+def intersect(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
+    """Intersection areas of corner-form boxes.
+
+    Args:
+        box_a: ``[..., A, 4]``.
+        box_b: ``[..., B, 4]`` (leading dimensions broadcast against ``box_a``'s).
+
+    Returns:
+        ``[..., A, B]``; disjoint boxes give 0.
+    """
+    a = box_a[..., :, None, :]
+    b = box_b[..., None, :, :]
+    w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
+    h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    return w * h
+
+
+def jaccard(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of corner-form boxes (no ``+1`` pixel term).
+
+    Args:
+        box_a: ``[..., A, 4]``, e.g. ``[A, 4]`` or a padded batch ``[B, G, 4]``.
+        box_b: ``[..., B, 4]``, e.g. the priors in corner form ``[P, 4]``.
+
+    Returns:
+        ``[..., A, B]`` IoU, e.g. ``[A, B]`` or ``[B, G, P]``.
+    """
+    inter = intersect(box_a, box_b)
+    area_a = ((box_a[..., 2] - box_a[..., 0]) * (box_a[..., 3] - box_a[..., 1]))[..., :, None]
+    area_b = ((box_b[..., 2] - box_b[..., 0]) * (box_b[..., 3] - box_b[..., 1]))[..., None, :]
+    union = area_a + area_b - inter
+    return inter / union
+
+
+def encode(matched: torch.Tensor, priors: torch.Tensor,
+           variances: Sequence[float]) -> torch.Tensor:
+    """Regression targets of corner-form boxes relative to centre-form priors.
+
+    Args:
+        matched: ``[..., P, 4]`` corner-form boxes, one per prior.
+        priors: ``[P, 4]`` ``(cx, cy, w, h)``.
+        variances: ``(v0, v1)``, the centre and size variances (0.1, 0.2 in SSD).
+
+    Returns:
+        ``[..., P, 4]`` ``((gcx - pcx) / (v0 pw), (gcy - pcy) / (v0 ph), log(gw / pw) / v1,
+        log(gh / ph) / v1)``.
+    """
+    g_cxcy = (matched[..., :2] + matched[..., 2:]) / 2 - priors[..., :2]
+    g_cxcy = g_cxcy / (variances[0] * priors[..., 2:])
+    g_wh = (matched[..., 2:] - matched[..., :2]) / priors[..., 2:]
+    g_wh = torch.log(g_wh) / variances[1]
+    return torch.cat((g_cxcy, g_wh), dim=-1)
+
+
+def decode(loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float]) -> torch.Tensor:
+    """Invert :func:`encode`: ``[..., P, 4]`` offsets, ``[P, 4]`` priors -> ``[..., P, 4]`` corners.
+
+    ``cx = pcx + lx v0 pw``, ``w = pw exp(lw v1)``, ``x1 = cx - w / 2``, ``x2 = x1 + w`` (that
+    order, as in ssd.pytorch). Boxes are not clipped.
+    """
+    cxcy = priors[..., :2] + loc[..., :2] * variances[0] * priors[..., 2:]
+    wh = priors[..., 2:] * torch.exp(loc[..., 2:] * variances[1])
+    xy1 = cxcy - wh / 2
+    return torch.cat((xy1, wh + xy1), dim=-1)
+
+
+def match_batch(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
+                valid: torch.Tensor | None, priors: torch.Tensor,
+                variances: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Match every prior of every image of a padded batch to a ground-truth box.
+
+    Rules (ssd.pytorch's): each prior takes the GT with the highest IoU (the first one on ties);
+    then each GT claims its own best prior (the first one on ties), whose overlap becomes 2;
+    when several GTs claim the same prior the later GT wins. The class target is ``label + 1``,
+    or 0 (background) where the prior's overlap is below ``threshold``.
+
+    Args:
+        threshold: IoU below which a prior is background (0.5 in SSD).
+        truths: ``[B, G, 4]`` corner-form GT boxes, padded along ``G``.
+        labels: ``[B, G]`` 0-based class labels (any numeric dtype).
+        valid: ``[B, G]`` bool mask of real (non-padding) GTs, or ``[B]`` GT counts (the first
+            ``count`` rows of each image are real), or ``None`` when all rows are real.
+        priors: ``[P, 4]`` centre-form priors.
+        variances: ``(v0, v1)`` for :func:`encode`.
+
+    Returns:
+        ``(loc_t [B, P, 4], conf_t [B, P] int64)``. Images without GTs are all background, with
+        finite (meaningless) ``loc_t``.
+    """
+    if truths.dim() != 3 or truths.size(-1) != 4:
+        raise ValueError(f"truths must be [B, G, 4], got {tuple(truths.shape)}")
+    batch, n_gt = truths.shape[:2]
+    if labels.shape != (batch, n_gt):
+        raise ValueError(f"labels must be [B, G] = {(batch, n_gt)}, got {tuple(labels.shape)}")
+    device = truths.device
+    if valid is None:
+        valid = torch.ones(batch, n_gt, dtype=torch.bool, device=device)
+    elif valid.dim() == 1:
+        valid = torch.arange(n_gt, device=device)[None, :] < valid.to(device)[:, None]
+    else:
+        valid = valid.to(device=device, dtype=torch.bool)
+    if valid.shape != (batch, n_gt):
+        raise ValueError(f"valid must be [B, G] = {(batch, n_gt)}, got {tuple(valid.shape)}")
+    n_priors = priors.size(0)
+    if n_gt == 0:
+        # No GT anywhere: give every image one padding row so the maths below stays uniform.
+        truths = truths.new_zeros(batch, 1, 4)
+        labels = labels.new_zeros(batch, 1)
+        valid = valid.new_zeros(batch, 1)
+        n_gt = 1
+
+    # Padding rows become a harmless unit box (finite encoding) with overlap -1 everywhere,
+    # so they can never be any prior's best GT while a real GT exists.
+    dummy = truths.new_tensor([0.0, 0.0, 1.0, 1.0])
+    truths = torch.where(valid[..., None], truths, dummy)
+    overlaps = jaccard(truths, point_form(priors))  # [B, G, P]
+    overlaps = overlaps.masked_fill(~valid[..., None], -1.0)
+
+    best_truth_overlap, best_truth_idx = overlaps.max(dim=1)  # [B, P], first GT on ties
+    best_prior_idx = overlaps.argmax(dim=2)  # [B, G], first prior on ties
+
+    # Forced matches: the highest j claiming a prior wins ("later GT wins"); amax is
+    # order-independent, so this is deterministic on every device unlike a plain scatter.
+    gt_ids = torch.arange(n_gt, device=device).expand(batch, n_gt)
+    claims = torch.where(valid, gt_ids, torch.full_like(gt_ids, -1))
+    forced = torch.full((batch, n_priors), -1, dtype=torch.long, device=device)
+    forced.scatter_reduce_(1, best_prior_idx, claims, reduce="amax", include_self=True)
+    is_forced = forced >= 0
+    best_truth_idx = torch.where(is_forced, forced, best_truth_idx)
+    best_truth_overlap = best_truth_overlap.masked_fill(is_forced, 2.0)
+
+    matches = truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
+    conf = labels.gather(1, best_truth_idx).long() + 1
+    background = (best_truth_overlap < threshold) | ~valid.gather(1, best_truth_idx)
+    conf = conf.masked_fill(background, 0)
+    loc = encode(matches, priors, variances)
+    return loc, conf
+
+
+def match(threshold: float, truths: torch.Tensor, priors: torch.Tensor,
+          variances: Sequence[float], labels: torch.Tensor, loc_t: torch.Tensor,
+          conf_t: torch.Tensor, idx: int) -> None:
+    """ssd.pytorch's one-image matching, kept for old scripts: fills ``loc_t[idx]``/``conf_t[idx]``.
+
+    Args:
+        threshold: background IoU threshold.
+        truths: ``[G, 4]`` corner-form GT boxes.
+        priors: ``[P, 4]`` centre-form priors.
+        variances: ``(v0, v1)``.
+        labels: ``[G]`` 0-based labels.
+        loc_t: ``[B, P, 4]`` output, written in place at ``idx``.
+        conf_t: ``[B, P]`` output, written in place at ``idx``.
+        idx: the image's index in the batch.
+    """
+    loc, conf = match_batch(threshold, truths[None], labels[None], None, priors, variances)
+    loc_t[idx] = loc[0]
+    conf_t[idx] = conf[0]
