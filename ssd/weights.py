@@ -1,0 +1,431 @@
+"""Reading weight files: whole-SSD checkpoints, the VGG16 base net, torchvision's VGG16.
+
+Command line::
+
+    python -m ssd.weights convert-vgg16 vgg16-397923af.pth weights/vgg16_reducedfc.pth
+    python -m ssd.weights convert-vgg16 torchvision weights/vgg16_reducedfc.pth  # downloads
+    python -m ssd.weights info weights/ssd300_mAP_77.43_v2.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "BASENET_URL", "SSD300_URL", "TORCHVISION_VGG16_URL", "LoadResult", "WeightsFileError",
+    "WeightsMismatchError", "convert_vgg16", "describe_state_dict", "load_base_weights",
+    "load_ssd_weights", "load_state_dict_file", "main", "normalize_state_dict",
+    "torchvision_vgg16_base",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+BASENET_URL = "https://s3.amazonaws.com/amdegroot-models/vgg16_reducedfc.pth"
+SSD300_URL = "https://s3.amazonaws.com/amdegroot-models/ssd300_mAP_77.43_v2.pth"
+TORCHVISION_VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+_SSD_HELP = (f"ssd.pytorch's trained SSD300 (VOC, 21 classes) is at {SSD300_URL}; "
+             f"see weights/README.md")
+_BASE_HELP = (f"download ssd.pytorch's base net from {BASENET_URL} into weights/, or convert "
+              f"torchvision's ImageNet VGG16 ({TORCHVISION_VGG16_URL}) with `python -m "
+              f"ssd.weights convert-vgg16 vgg16-397923af.pth weights/vgg16_reducedfc.pth` "
+              f"(train.py: --basenet torchvision-vgg16 does the download and conversion)")
+
+# Where a training checkpoint or a wrapper keeps the model's state dict.
+_NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
+# Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+# torchvision vgg16 `features` indices of the 13 convs; the same indices in our `vgg` list.
+_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+_CONV6, _CONV7 = 31, 33
+
+
+class WeightsFileError(ValueError):
+    """A file that is not a readable PyTorch state dict (or not the expected kind)."""
+
+
+class WeightsMismatchError(RuntimeError):
+    """A state dict whose keys or shapes do not fit the model."""
+
+
+class LoadResult(NamedTuple):
+    """What a non-strict load left out (all empty after a strict load)."""
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # (key, expected, got)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def _strip_wrappers(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    # torch.compile on a submodule leaves `_orig_mod.` inside the key.
+    return key.replace("._orig_mod.", ".")
+
+
+def normalize_state_dict(obj: Any, source: str = "state dict") -> OrderedDict[str, torch.Tensor]:
+    """Return the model state dict inside ``obj`` with wrapper prefixes removed.
+
+    ``obj`` may be a plain state dict or a checkpoint dict keeping it under ``'model'`` or
+    ``'state_dict'``. ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile)
+    prefixes are stripped. ``source`` names the origin in error messages.
+    """
+    if isinstance(obj, nn.Module):
+        raise WeightsFileError(f"{source} holds a whole pickled model, not a state dict")
+    if not isinstance(obj, Mapping):
+        raise WeightsFileError(f"{source} holds a {type(obj).__name__}, not a state dict")
+    seen = set()
+    while not _all_tensors(obj):
+        nested = next((k for k in _NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if nested is None or id(obj) in seen:
+            bad = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
+            raise WeightsFileError(
+                f"{source} is not a state dict: entry {bad!r} holds a {type(obj[bad]).__name__} "
+                f"and there is no 'model' or 'state_dict' entry (keys: {_preview(obj)})")
+        seen.add(id(obj))
+        obj = obj[nested]
+    if not obj:
+        raise WeightsFileError(f"{source} is an empty state dict")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise WeightsFileError(f"{source}: state dict key {key!r} is not a string")
+        new = _strip_wrappers(key)
+        if new in out:
+            raise WeightsFileError(f"{source}: keys {key!r} and another both map to {new!r}")
+        out[new] = value
+    return out
+
+
+def _all_tensors(obj: Mapping[Any, Any]) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _preview(obj: Mapping[Any, Any], n: int = 8) -> str:
+    keys = [repr(k) for k in list(obj)[:n]]
+    return ", ".join(keys) + (", ..." if len(obj) > n else "")
+
+
+def _read(path: PathLike, map_location: Any, help_text: str) -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"weights file {os.fspath(path)!r} not found; {help_text}")
+    if p.is_dir():
+        raise WeightsFileError(f"{os.fspath(path)!r} is a directory, not a weights file")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors all mean the same to the user
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise WeightsFileError(
+            f"could not read {os.fspath(path)!r}: not a PyTorch weights file, or a corrupt "
+            f"one (torch.load with weights_only=True failed: {type(e).__name__}: {detail})"
+        ) from e
+
+
+def load_state_dict_file(path: PathLike, map_location: Any = "cpu",
+                         *, help_text: str = _SSD_HELP) -> OrderedDict[str, torch.Tensor]:
+    """Read a state dict from ``path`` safely (``weights_only=True``).
+
+    Accepts a plain state dict or a checkpoint dict with a ``'model'``/``'state_dict'``
+    entry; strips ``module.`` and ``_orig_mod.`` prefixes.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message says where to get weights).
+        WeightsFileError: the file is not a readable state dict.
+    """
+    return normalize_state_dict(_read(path, map_location, help_text), repr(os.fspath(path)))
+
+
+# ----------------------------------------------------------------------------- loading models
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DataParallel / DDP / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def _compare(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]
+             ) -> LoadResult:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = [(k, tuple(expected[k].shape), tuple(got[k].shape))
+                  for k in expected if k in got and expected[k].shape != got[k].shape]
+    return LoadResult(missing, unexpected, mismatched)
+
+
+def _list(keys: Sequence[str], n: int = 12) -> str:
+    shown = ", ".join(keys[:n])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _format_mismatch(result: LoadResult, source: str, target: str, hints: Sequence[str]) -> str:
+    lines = [f"{source} does not fit {target}:"]
+    if result.missing:
+        lines.append(f"  missing keys (in the model, not in the file): {_list(result.missing)}")
+    if result.unexpected:
+        lines.append(f"  unexpected keys (in the file, not in the model): "
+                     f"{_list(result.unexpected)}")
+    if result.mismatched:
+        lines.append("  shape mismatches (key: model expects -> file has):")
+        for key, want, have in result.mismatched[:12]:
+            lines.append(f"    {key}: {list(want)} -> {list(have)}")
+        if len(result.mismatched) > 12:
+            lines.append(f"    ... ({len(result.mismatched)} in all)")
+    lines += [f"  hint: {h}" for h in hints]
+    return "\n".join(lines)
+
+
+def _ssd_hints(model: nn.Module, state: Mapping[str, torch.Tensor],
+               result: LoadResult) -> list[str]:
+    hints = []
+    if state and all(re.fullmatch(r"\d+\.(weight|bias)", k) for k in state):
+        hints.append("this looks like a VGG base net file (keys 0.weight ...); load it with "
+                     "load_base_weights / train.py --basenet, not as a whole SSD")
+        return hints
+    n_heads = len({k.split(".")[1] for k in state if re.fullmatch(r"loc\.\d+\.weight", k)})
+    model_heads = len(getattr(model, "loc", ()))
+    if n_heads and model_heads and n_heads != model_heads:
+        size = {6: 300, 7: 512}.get(n_heads)
+        hints.append(f"the file has {n_heads} sources (SSD{size or '?'}) and the model "
+                     f"{model_heads}: build the model with the matching size / --config")
+    conf0, mbox = state.get("conf.0.weight"), getattr(model, "cfg", {}).get("mbox")
+    model_classes = getattr(model, "num_classes", None)
+    if any(k.startswith("conf.") for k, _, _ in result.mismatched) and conf0 is not None and mbox:
+        n, rest = divmod(conf0.shape[0], mbox[0])
+        if not rest and n != model_classes:
+            hints.append(f"the file was trained for {n} classes (background included) and the "
+                         f"model has {model_classes}: pass num_classes={n} / the matching "
+                         f"--config (voc: 21, coco: 81)")
+    return hints
+
+
+def load_ssd_weights(model: nn.Module,
+                     path_or_state_dict: PathLike | Mapping[str, Any],
+                     strict: bool = True) -> LoadResult:
+    """Load a whole-SSD checkpoint into ``model`` (on the model's device and dtype).
+
+    ``path_or_state_dict`` is a file or an in-memory dict, in any form
+    :func:`load_state_dict_file` accepts. With ``strict`` any missing or unexpected key or
+    shape mismatch raises :class:`WeightsMismatchError` listing them all; without it the
+    matching tensors are loaded, the others skipped and reported in the returned
+    :class:`LoadResult` (e.g. to fine-tune a 21-class checkpoint on another class count).
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = "the state dict"
+        state = normalize_state_dict(path_or_state_dict, source)
+    else:
+        source = repr(os.fspath(path_or_state_dict))
+        state = load_state_dict_file(path_or_state_dict)
+    target = _unwrap(model)
+    result = _compare(target.state_dict(), state)
+    skip = {k for k, _, _ in result.mismatched} | set(result.unexpected)
+    loadable = OrderedDict((k, v) for k, v in state.items() if k not in skip)
+    # Even a non-strict load that would load nothing is a wrong file, not a partial fit.
+    if (strict and any(result)) or not loadable:
+        raise WeightsMismatchError(_format_mismatch(
+            result, source, f"the {type(target).__name__} model",
+            _ssd_hints(target, state, result)))
+    target.load_state_dict(loadable, strict=False)
+    return result
+
+
+def _base_state(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    if any(k.startswith("vgg.") for k in state):
+        return OrderedDict((k[len("vgg."):], v) for k, v in state.items()
+                           if k.startswith("vgg."))
+    return OrderedDict(state)
+
+
+def load_base_weights(model: nn.Module,
+                      path_or_state_dict: PathLike | Mapping[str, Any]) -> None:
+    """Load the VGG16 base net (``vgg16_reducedfc.pth``: ``0.weight`` ... ``33.bias``).
+
+    Loads strictly into ``model.vgg`` (``model`` may also be the VGG ModuleList itself). A
+    ``vgg.``-prefixed dict (or a whole SSD checkpoint, whose ``vgg.*`` part is taken) works too.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        source = "the base net state dict"
+        state = normalize_state_dict(path_or_state_dict, source)
+    else:
+        source = repr(os.fspath(path_or_state_dict))
+        state = load_state_dict_file(path_or_state_dict, help_text=_BASE_HELP)
+    target = _unwrap(model)
+    base = getattr(target, "vgg", target)
+    state = _base_state(state)
+    result = _compare(base.state_dict(), state)
+    if any(result):
+        hints = []
+        if any(k.startswith(("fc6", "fc7", "features.", "classifier.")) for k in state):
+            hints.append("this looks like a torchvision VGG16 file: convert it first with "
+                         "`python -m ssd.weights convert-vgg16 IN.pth OUT.pth`")
+        raise WeightsMismatchError(_format_mismatch(result, source, "the VGG base (model.vgg)",
+                                                    hints))
+    base.load_state_dict(state)
+
+
+# ----------------------------------------------------------------------------- torchvision VGG16
+
+def convert_vgg16(tv_state_dict: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """Turn torchvision's ``vgg16`` state dict into SSD's reduced-fc base net.
+
+    conv1_1 ... conv5_3 (``features.{0..28}``) keep their indices. fc6 (``[4096, 25088]``) is
+    seen as a 7x7 conv and subsampled to conv6 ``[1024, 512, 3, 3]`` (every 4th filter, every
+    3rd tap: ``conv6[o, :, i, j] == fc6[4o, :, 3i, 3j]``; conv6 is dilated by 6 to keep the
+    receptive field); fc7 keeps every 4th row and column as conv7 ``[1024, 1024, 1, 1]``;
+    biases keep every 4th entry. Returns keys ``0.weight`` ... ``33.bias`` (our ``vgg`` list);
+    every tensor owns its memory, so saving it does not drag fc6 along.
+    """
+    sd = normalize_state_dict(tv_state_dict, "the torchvision VGG16 state dict")
+    expected = {f"features.{i}.{p}" for i in _VGG16_CONVS for p in ("weight", "bias")}
+    expected |= {f"classifier.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")}
+    missing = sorted(expected - set(sd))
+    if missing:
+        raise WeightsFileError(
+            f"not a torchvision vgg16 state dict (batch-norm VGG is not supported): missing "
+            f"{_list(missing)}")
+    fc6_w, fc6_b = sd["classifier.0.weight"], sd["classifier.0.bias"]
+    fc7_w, fc7_b = sd["classifier.3.weight"], sd["classifier.3.bias"]
+    for key, want in (("classifier.0.weight", (4096, 512 * 7 * 7)), ("classifier.0.bias", (4096,)),
+                      ("classifier.3.weight", (4096, 4096)), ("classifier.3.bias", (4096,))):
+        if tuple(sd[key].shape) != want:
+            raise WeightsFileError(f"not a torchvision vgg16 state dict: {key} has shape "
+                                   f"{list(sd[key].shape)}, expected {list(want)}")
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for i in _VGG16_CONVS:
+        out[f"{i}.weight"] = sd[f"features.{i}.weight"].detach().clone()
+        out[f"{i}.bias"] = sd[f"features.{i}.bias"].detach().clone()
+    out[f"{_CONV6}.weight"] = fc6_w.detach().reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].clone(
+        memory_format=torch.contiguous_format)
+    out[f"{_CONV6}.bias"] = fc6_b.detach()[::4].clone()
+    out[f"{_CONV7}.weight"] = fc7_w.detach()[::4, ::4].reshape(1024, 1024, 1, 1).clone(
+        memory_format=torch.contiguous_format)
+    out[f"{_CONV7}.bias"] = fc7_b.detach()[::4].clone()
+    return out
+
+
+def torchvision_vgg16_base(download: bool = True) -> OrderedDict[str, torch.Tensor]:
+    """torchvision's ImageNet VGG16 (``IMAGENET1K_V1``) converted by :func:`convert_vgg16`.
+
+    Uses torch.hub's cache (``$TORCH_HOME/hub/checkpoints``); downloads the file there when it
+    is missing and ``download`` is true.
+
+    Raises:
+        FileNotFoundError: not cached and ``download`` is false.
+        RuntimeError: the download failed (the message says how to place the file by hand).
+    """
+    from torchvision.models import VGG16_Weights
+
+    url = VGG16_Weights.IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    manual = (f"download {url} on a machine with internet access and either put it at "
+              f"{cached} or run `python -m ssd.weights convert-vgg16 {os.path.basename(url)} "
+              f"weights/vgg16_reducedfc.pth`; or use ssd.pytorch's base net {BASENET_URL}")
+    if cached.exists():
+        return convert_vgg16(load_state_dict_file(cached))
+    if not download:
+        raise FileNotFoundError(f"torchvision's VGG16 weights are not in {cached} and "
+                                f"download=False: {manual}")
+    try:
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
+                                                   weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"downloading torchvision's VGG16 weights from {url} failed "
+                           f"({type(e).__name__}: {e}); {manual}") from e
+    return convert_vgg16(state)
+
+
+# ----------------------------------------------------------------------------- describing files
+
+def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """A one-line guess of what kind of weights ``state`` holds."""
+    keys = set(state)
+    if {f"{i}.weight" for i in (*_VGG16_CONVS, _CONV6, _CONV7)} <= keys and len(keys) == 30:
+        return "VGG16 reduced-fc base net (vgg16_reducedfc.pth layout)"
+    if "features.0.weight" in keys and "classifier.0.weight" in keys:
+        return "torchvision VGG16 (convert it with `convert-vgg16`)"
+    if "vgg.0.weight" in keys and "conf.0.weight" in keys:
+        heads = len([k for k in keys if re.fullmatch(r"loc\.\d+\.weight", k)])
+        size = {6: 300, 7: 512}.get(heads, "?")
+        loc0, conf0 = state.get("loc.0.weight"), state["conf.0.weight"]
+        mbox0 = loc0.shape[0] // 4 if loc0 is not None else 0
+        classes = conf0.shape[0] // mbox0 if mbox0 else "?"
+        return f"whole SSD{size} ({classes} classes including background)"
+    return "unknown layout"
+
+
+def _info(path: str) -> int:
+    raw = _read(path, "cpu", _SSD_HELP)
+    state = normalize_state_dict(raw, repr(path))
+    n_params = sum(t.numel() for t in state.values())
+    print(f"{path}: {describe_state_dict(state)}")
+    if isinstance(raw, Mapping) and not _all_tensors(raw):
+        print(f"  checkpoint entries: {', '.join(map(str, raw))}")
+    print(f"  {len(state)} tensors, {n_params:,} values")
+    for key, t in state.items():
+        print(f"  {key:<28} {str(list(t.shape)):<22} {str(t.dtype).replace('torch.', '')}")
+    return 0
+
+
+def _convert(src: str, dst: str) -> int:
+    from .io import atomic_save
+
+    if src == "torchvision":
+        base = torchvision_vgg16_base(download=True)
+    else:
+        base = convert_vgg16(load_state_dict_file(
+            src, help_text=f"give a torchvision vgg16 state dict ({TORCHVISION_VGG16_URL}) or "
+                           f"the word 'torchvision' to download it"))
+    atomic_save(base, dst)
+    n = sum(t.numel() for t in base.values())
+    print(f"wrote {dst}: VGG16 reduced-fc base net, {len(base)} tensors ({n:,} values), "
+          f"conv6 {list(base[f'{_CONV6}.weight'].shape)}, "
+          f"conv7 {list(base[f'{_CONV7}.weight'].shape)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (``python -m ssd.weights -h``)."""
+    parser = argparse.ArgumentParser(prog="python -m ssd.weights",
+                                     description="SSD weight file tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert-vgg16", help="make the SSD base net from torchvision's VGG16",
+                          description="Convert torchvision's ImageNet VGG16 into SSD's reduced-fc "
+                                      "base net (vgg16_reducedfc.pth layout).")
+    conv.add_argument("input", help="torchvision vgg16 state dict file (vgg16-397923af.pth), "
+                                    "or 'torchvision' to download it")
+    conv.add_argument("output", help="where to write the base net, e.g. "
+                                     "weights/vgg16_reducedfc.pth")
+    info = sub.add_parser("info", help="say what a weights file holds")
+    info.add_argument("file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "convert-vgg16":
+            return _convert(args.input, args.output)
+        return _info(args.file)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
