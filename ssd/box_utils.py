@@ -14,7 +14,7 @@ import torch
 
 __all__ = [
     "point_form", "center_size", "intersect", "jaccard", "encode", "decode", "match",
-    "match_batch",
+    "match_batch", "match_indexed",
 ]
 
 
@@ -42,8 +42,10 @@ def intersect(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     """
     a = box_a[..., :, None, :]
     b = box_b[..., None, :, :]
-    w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
+    # The in-place steps only touch fresh tensors whose old values autograd does not need:
+    # every full-size allocation saved matters on the CPU.
+    w = torch.minimum(a[..., 2], b[..., 2]).sub_(torch.maximum(a[..., 0], b[..., 0])).relu_()
+    h = torch.minimum(a[..., 3], b[..., 3]).sub_(torch.maximum(a[..., 1], b[..., 1])).relu_()
     return w * h
 
 
@@ -60,7 +62,7 @@ def jaccard(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     inter = intersect(box_a, box_b)
     area_a = ((box_a[..., 2] - box_a[..., 0]) * (box_a[..., 3] - box_a[..., 1]))[..., :, None]
     area_b = ((box_b[..., 2] - box_b[..., 0]) * (box_b[..., 3] - box_b[..., 1]))[..., None, :]
-    union = area_a + area_b - inter
+    union = (area_a + area_b).sub_(inter)
     return inter / union
 
 
@@ -118,53 +120,88 @@ def match_batch(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
     Returns:
         ``(loc_t [B, P, 4], conf_t [B, P] int64)``. Images without GTs are all background, with
         finite (meaningless) ``loc_t``.
+
+    A mask or counts on a CUDA device cost one synchronisation (to list the real rows); use
+    :func:`match_indexed` with indices built on the host to avoid it.
+    """
+    if truths.dim() != 3 or truths.size(-1) != 4:
+        raise ValueError(f"truths must be [B, G, 4], got {tuple(truths.shape)}")
+    batch, n_gt = truths.shape[:2]
+    device = truths.device
+    if valid is None:
+        real_index = torch.arange(batch * n_gt, device=device)
+    else:
+        if valid.dim() == 1 and valid.dtype != torch.bool:
+            valid = torch.arange(n_gt, device=device)[None, :] < valid.to(device)[:, None]
+        if valid.shape != (batch, n_gt):
+            raise ValueError(
+                f"valid must be a [B, G] = {(batch, n_gt)} mask or [B] counts, "
+                f"got {tuple(valid.shape)}")
+        real_index = valid.to(device=device, dtype=torch.bool).reshape(-1).nonzero().squeeze(1)
+    return match_indexed(threshold, truths, labels, real_index, priors, variances)
+
+
+def match_indexed(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
+                  real_index: torch.Tensor, priors: torch.Tensor,
+                  variances: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`match_batch` with the real GT rows given as flat indices (no device sync).
+
+    Args:
+        threshold, priors, variances: as for :func:`match_batch`.
+        truths: ``[B, G, 4]`` padded corner-form GT boxes; padding rows may hold anything.
+        labels: ``[B, G]`` 0-based labels.
+        real_index: ``[N]`` int64, the distinct flat indices ``b * G + g`` of the real GT rows,
+            in any order.
+
+    Returns:
+        ``(loc_t [B, P, 4], conf_t [B, P] int64)``.
     """
     if truths.dim() != 3 or truths.size(-1) != 4:
         raise ValueError(f"truths must be [B, G, 4], got {tuple(truths.shape)}")
     batch, n_gt = truths.shape[:2]
     if labels.shape != (batch, n_gt):
         raise ValueError(f"labels must be [B, G] = {(batch, n_gt)}, got {tuple(labels.shape)}")
+    if priors.dim() != 2 or priors.size(-1) != 4:
+        raise ValueError(f"priors must be [P, 4], got {tuple(priors.shape)}")
     device = truths.device
-    if valid is None:
-        valid = torch.ones(batch, n_gt, dtype=torch.bool, device=device)
-    elif valid.dim() == 1:
-        valid = torch.arange(n_gt, device=device)[None, :] < valid.to(device)[:, None]
-    else:
-        valid = valid.to(device=device, dtype=torch.bool)
-    if valid.shape != (batch, n_gt):
-        raise ValueError(f"valid must be [B, G] = {(batch, n_gt)}, got {tuple(valid.shape)}")
     n_priors = priors.size(0)
+    real_index = real_index.to(device=device, dtype=torch.long)
     if n_gt == 0:
-        # No GT anywhere: give every image one padding row so the maths below stays uniform.
+        # No GT anywhere: one padding row per image keeps the maths below uniform.
         truths = truths.new_zeros(batch, 1, 4)
         labels = labels.new_zeros(batch, 1)
-        valid = valid.new_zeros(batch, 1)
         n_gt = 1
 
-    # Padding rows become a harmless unit box (finite encoding) with overlap -1 everywhere,
-    # so they can never be any prior's best GT while a real GT exists.
-    dummy = truths.new_tensor([0.0, 0.0, 1.0, 1.0])
-    truths = torch.where(valid[..., None], truths, dummy)
-    overlaps = jaccard(truths, point_form(priors))  # [B, G, P]
-    overlaps = overlaps.masked_fill(~valid[..., None], -1.0)
+    # IoU only for the real GTs ([N, P]: padding costs nothing here) ...
+    flat_truths = truths.reshape(-1, 4).index_select(0, real_index)
+    overlaps = jaccard(flat_truths, point_form(priors))  # [N, P]
+    best_prior_idx = overlaps.argmax(dim=1)  # [N], first prior on ties
+    # ... then laid out per image, padding rows at -1 so they can never be a prior's best GT.
+    padded = overlaps.new_full((batch * n_gt, n_priors), -1.0)
+    padded.index_copy_(0, real_index, overlaps)
+    best_truth_overlap, best_truth_idx = padded.view(batch, n_gt, n_priors).max(dim=1)  # [B, P]
 
-    best_truth_overlap, best_truth_idx = overlaps.max(dim=1)  # [B, P], first GT on ties
-    best_prior_idx = overlaps.argmax(dim=2)  # [B, G], first prior on ties
-
-    # Forced matches: the highest j claiming a prior wins ("later GT wins"); amax is
-    # order-independent, so this is deterministic on every device unlike a plain scatter.
-    gt_ids = torch.arange(n_gt, device=device).expand(batch, n_gt)
-    claims = torch.where(valid, gt_ids, torch.full_like(gt_ids, -1))
-    forced = torch.full((batch, n_priors), -1, dtype=torch.long, device=device)
-    forced.scatter_reduce_(1, best_prior_idx, claims, reduce="amax", include_self=True)
+    # Forced matches: the highest GT slot claiming a prior wins ("later GT wins"). amax does not
+    # depend on the order of the writes, so this is deterministic on every device.
+    img = torch.div(real_index, n_gt, rounding_mode="floor")
+    slot = real_index - img * n_gt
+    forced = torch.full((batch * n_priors,), -1, dtype=torch.long, device=device)
+    forced.scatter_reduce_(0, img * n_priors + best_prior_idx, slot, reduce="amax")
+    forced = forced.view(batch, n_priors)
     is_forced = forced >= 0
     best_truth_idx = torch.where(is_forced, forced, best_truth_idx)
-    best_truth_overlap = best_truth_overlap.masked_fill(is_forced, 2.0)
+    best_truth_overlap = best_truth_overlap.masked_fill_(is_forced, 2.0)
 
-    matches = truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
+    is_real = torch.zeros(batch * n_gt, dtype=torch.bool, device=device)
+    is_real[real_index] = True
+    is_real = is_real.view(batch, n_gt)
+    # Padding rows become a unit box so that the (unused) targets of empty images stay finite.
+    unit = truths.new_tensor([0.0, 0.0, 1.0, 1.0])
+    safe_truths = torch.where(is_real[..., None], truths, unit)
+    matches = safe_truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
     conf = labels.gather(1, best_truth_idx).long() + 1
-    background = (best_truth_overlap < threshold) | ~valid.gather(1, best_truth_idx)
-    conf = conf.masked_fill(background, 0)
+    background = (best_truth_overlap < threshold) | ~is_real.gather(1, best_truth_idx)
+    conf = conf.masked_fill_(background, 0)
     loc = encode(matches, priors, variances)
     return loc, conf
 

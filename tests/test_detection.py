@@ -1,0 +1,149 @@
+"""Detect vs a straightforward per-image, per-class greedy NMS reference (ssd.pytorch rules)."""
+
+import pytest
+import torch
+
+from ssd.box_utils import decode
+from ssd.detection import Detect, detect
+
+VAR = (0.1, 0.2)
+
+
+def _iou_one(box, others):
+    xx1 = torch.maximum(others[:, 0], box[0])
+    yy1 = torch.maximum(others[:, 1], box[1])
+    xx2 = torch.minimum(others[:, 2], box[2])
+    yy2 = torch.minimum(others[:, 3], box[3])
+    inter = (xx2 - xx1).clamp(min=0) * (yy2 - yy1).clamp(min=0)
+    area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    area0 = (box[2] - box[0]) * (box[3] - box[1])
+    return inter / (area + area0 - inter)
+
+
+def reference_detect(loc, conf, priors, num_classes, bkg_label=0, top_k=200,
+                     conf_thresh=0.01, nms_thresh=0.45, max_per_image=None):
+    """One image, one class at a time: threshold, top-k, greedy NMS (keep IoU <= thresh)."""
+    batch, n_priors = loc.shape[:2]
+    out = torch.zeros(batch, num_classes, top_k, 5)
+    for b in range(batch):
+        boxes = decode(loc[b], priors[:n_priors], VAR)
+        for c in range(num_classes):
+            if c == bkg_label:
+                continue
+            scores = conf[b, :, c]
+            cand = [i for i in range(n_priors) if scores[i] > conf_thresh]
+            cand.sort(key=lambda i: -float(scores[i]))
+            cand = cand[:top_k]
+            kept = []
+            while cand:
+                i = cand.pop(0)
+                kept.append(i)
+                if cand:
+                    ious = _iou_one(boxes[i], boxes[cand])
+                    cand = [j for j, v in zip(cand, ious.tolist()) if v <= nms_thresh]
+            for r, i in enumerate(kept):
+                out[b, c, r, 0] = scores[i]
+                out[b, c, r, 1:] = boxes[i]
+        if max_per_image is not None:
+            flat = out[b, :, :, 0].flatten()
+            order = sorted(range(flat.numel()), key=lambda i: -float(flat[i]))
+            for i in order[max_per_image:]:
+                out[b].view(-1, 5)[i] = 0
+    return out
+
+
+def _inputs(batch=2, n_priors=60, num_classes=4, peak=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    cxcy = torch.rand(n_priors, 2, generator=g)
+    wh = 0.1 + 0.3 * torch.rand(n_priors, 2, generator=g)
+    priors = torch.cat([cxcy, wh], 1)
+    loc = 0.5 * torch.randn(batch, n_priors, 4, generator=g)
+    conf = (peak * torch.randn(batch, n_priors, num_classes, generator=g)).softmax(-1)
+    return loc, conf, priors
+
+
+@pytest.mark.parametrize("seed,peak,top_k", [(0, 1.0, 200), (1, 3.0, 200), (2, 1.0, 7),
+                                             (3, 2.0, 15)])
+def test_matches_reference(seed, peak, top_k):
+    loc, conf, priors = _inputs(batch=3, n_priors=80, num_classes=5, peak=peak, seed=seed)
+    got = detect(loc, conf, priors, 5, top_k=top_k, conf_thresh=0.05, nms_thresh=0.45)
+    want = reference_detect(loc, conf, priors, 5, top_k=top_k, conf_thresh=0.05)
+    assert got.shape == (3, 5, top_k, 5)
+    assert (got[:, 0] == 0).all()
+    n_kept = int((got[..., 0] > 0).sum())
+    n_cand = int((conf[:, :, 1:] > 0.05).sum(1).clamp(max=top_k).sum())
+    assert 0 < n_kept < n_cand  # NMS really suppressed something
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_top_k_smaller_than_candidates_and_rows_sorted():
+    loc, conf, priors = _inputs(batch=2, n_priors=100, num_classes=3, seed=5)
+    got = detect(loc, conf, priors, 3, top_k=5, conf_thresh=0.0, nms_thresh=0.99)
+    # with a lax NMS nearly all of the 5 candidates survive: the output is exactly the top 5
+    torch.testing.assert_close(got, reference_detect(loc, conf, priors, 3, top_k=5,
+                                                     conf_thresh=0.0, nms_thresh=0.99))
+    s = got[..., 0]
+    assert (s[:, 1:, :-1] >= s[:, 1:, 1:]).all()
+    top5 = conf[0, :, 1].topk(5).values
+    assert torch.equal(got[0, 1, :, 0], top5)
+
+
+def test_empty_class_and_all_below_threshold():
+    loc, conf, priors = _inputs(batch=2, n_priors=50, num_classes=4, seed=7)
+    conf = conf.clone()
+    conf[:, :, 2] = 0.001  # class 2 never passes the threshold
+    got = detect(loc, conf, priors, 4, conf_thresh=0.01)
+    assert (got[:, 2] == 0).all()
+    assert (got[:, 1, 0, 0] > 0).all()
+    torch.testing.assert_close(got, reference_detect(loc, conf, priors, 4), rtol=0, atol=1e-6)
+    none = detect(loc, torch.full_like(conf, 0.005), priors, 4, conf_thresh=0.01)
+    assert none.shape == (2, 4, 200, 5)
+    assert (none == 0).all()
+
+
+def test_max_per_image():
+    loc, conf, priors = _inputs(batch=2, n_priors=70, num_classes=4, seed=11)
+    full = detect(loc, conf, priors, 4, conf_thresh=0.05)
+    capped = detect(loc, conf, priors, 4, conf_thresh=0.05, max_per_image=10)
+    assert ((capped[..., 0] > 0).sum(dim=(1, 2)) == 10).all()
+    torch.testing.assert_close(
+        capped, reference_detect(loc, conf, priors, 4, conf_thresh=0.05, max_per_image=10),
+        rtol=0, atol=1e-6)
+    # the cap only removes rows: surviving rows are unchanged and are the best ones
+    kept = capped[..., 0] > 0
+    assert torch.equal(capped[kept], full[kept])
+    assert capped[..., 0].flatten(1).min(1).values.le(full[..., 0].flatten(1).max(1).values).all()
+
+
+def test_bkg_label_other_than_zero():
+    loc, conf, priors = _inputs(batch=1, n_priors=40, num_classes=3, seed=13)
+    got = detect(loc, conf, priors, 3, bkg_label=2, conf_thresh=0.05)
+    assert (got[:, 2] == 0).all() and (got[:, 0, 0, 0] > 0).all()
+    torch.testing.assert_close(
+        got, reference_detect(loc, conf, priors, 3, bkg_label=2, conf_thresh=0.05),
+        rtol=0, atol=1e-6)
+
+
+def test_detect_apply_equals_detect_and_is_not_differentiable():
+    loc, conf, priors = _inputs(batch=2, n_priors=60, num_classes=4, seed=17)
+    loc.requires_grad_(True)
+    out = Detect.apply(4, 0, 20, 0.02, 0.45, loc, conf, priors)
+    assert not out.requires_grad
+    assert out.shape == (2, 4, 20, 5)
+    assert torch.equal(out, detect(loc.detach(), conf, priors, 4, 0, 20, 0.02, 0.45))
+
+
+def test_half_precision_inputs_give_float32():
+    loc, conf, priors = _inputs(batch=1, n_priors=30, num_classes=3, seed=19)
+    out = detect(loc.half(), conf.half(), priors, 3, conf_thresh=0.05)
+    assert out.dtype == torch.float32
+    ref = reference_detect(loc.half().float(), conf.half().float(), priors, 3, conf_thresh=0.05)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+
+
+def test_bad_shapes_raise():
+    loc, conf, priors = _inputs(batch=1, n_priors=30, num_classes=3)
+    with pytest.raises(ValueError, match="conf"):
+        detect(loc, conf, priors, 4)
+    with pytest.raises(ValueError, match="priors"):
+        detect(loc, conf, priors[:10], 3)
