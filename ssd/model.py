@@ -28,6 +28,7 @@ BASE_CFG: tuple[Union[int, str], ...] = (64, 64, "M", 128, 128, "M", 256, 256, 2
                                          512, 512, 512, "M", 512, 512, 512)
 
 PHASES = ("train", "test")
+WEIGHT_EXTENSIONS = (".pth", ".pkl", ".pt", ".ckpt")
 SIZES = (300, 512)
 
 # conv4_3 is the tenth conv of VGG16: its (ReLU'd) output is the first source.
@@ -254,13 +255,15 @@ class SSD(nn.Module):
                           max_per_image=self.max_per_image)
 
     def load_weights(self, base_file: str | os.PathLike[str], strict: bool = True) -> Any:
-        """Load a whole-SSD checkpoint (``.pth``/``.pt``/``.pkl``) into this model."""
+        """Load a whole-SSD state dict file into this model (see
+        :func:`ssd.weights.load_ssd_weights`): ``.pth``/``.pkl`` as in ssd.pytorch, ``.pt``, or
+        a training checkpoint ``.ckpt``."""
         from .weights import load_ssd_weights  # lazy: keeps `python -m ssd.weights` clean
 
         ext = os.path.splitext(os.fspath(base_file))[1].lower()
-        if ext not in (".pth", ".pt", ".pkl"):
-            raise ValueError(f"{os.fspath(base_file)}: only .pth, .pt and .pkl weight files are "
-                             f"supported, got {ext or 'no extension'!r}")
+        if ext not in WEIGHT_EXTENSIONS:
+            raise ValueError(f"{os.fspath(base_file)}: unsupported weights file extension "
+                             f"{ext or '(none)'!r}; expected one of {', '.join(WEIGHT_EXTENSIONS)}")
         return load_ssd_weights(self, base_file, strict=strict)
 
     def extra_repr(self) -> str:
