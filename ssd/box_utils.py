@@ -63,7 +63,9 @@ def jaccard(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     area_a = ((box_a[..., 2] - box_a[..., 0]) * (box_a[..., 3] - box_a[..., 1]))[..., :, None]
     area_b = ((box_b[..., 2] - box_b[..., 0]) * (box_b[..., 3] - box_b[..., 1]))[..., None, :]
     union = (area_a + area_b).sub_(inter)
-    return inter / union
+    if torch.is_grad_enabled() and (box_a.requires_grad or box_b.requires_grad):
+        return inter / union
+    return inter.div_(union)  # no autograd: reuse the buffer
 
 
 def encode(matched: torch.Tensor, priors: torch.Tensor,
