@@ -192,13 +192,15 @@ class ClassDetections:
 
 def voc_eval_class(recs: Mapping[str, list[dict[str, Any]]], imagenames: Sequence[str],
                    classname: str, dets: ClassDetections, ovthresh: float = 0.5,
-                   use_07_metric: bool = True,
-                   source: str = "detections") -> tuple[np.ndarray, np.ndarray, float]:
+                   use_07_metric: bool = True, source: str = "detections",
+                   ignore_case: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Score one class's detections against parsed annotations; returns ``(rec, prec, ap)``.
 
     ``recs`` maps image id -> objects (:func:`parse_rec`); ``imagenames`` is the evaluated set.
-    ``source`` names the detections in error messages.
+    ``source`` names the detections in error messages. ``ignore_case`` matches object names
+    case-insensitively (as the datasets read them); the devkit compares them exactly.
     """
+    wanted = classname.lower() if ignore_case else classname
     # Ground truth of this class, padded per image: [n_images, G, 4] boxes, [n_images, G] flags.
     index = {name: i for i, name in enumerate(imagenames)}
     per_image = []
@@ -206,7 +208,8 @@ def voc_eval_class(recs: Mapping[str, list[dict[str, Any]]], imagenames: Sequenc
     for name in imagenames:
         if name not in recs:
             raise KeyError(f"no annotation loaded for image {name!r}")
-        objs = [o for o in recs[name] if o["name"] == classname]
+        objs = [o for o in recs[name]
+                if (o["name"].lower() if ignore_case else o["name"]) == wanted]
         per_image.append(objs)
         npos += sum(1 for o in objs if not o["difficult"])
     n_gt_max = max((len(o) for o in per_image), default=0)

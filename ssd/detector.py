@@ -1,0 +1,260 @@
+"""Notebook API: a trained SSD as a callable detector.
+
+>>> from ssd import Detector
+>>> from ssd.visualize import draw_detections
+>>> det = Detector.from_checkpoint("weights/ssd300_mAP_77.43_v2.pth", config="voc300")
+>>> result = det.predict("photo.jpg", threshold=0.5)
+>>> result.boxes, result.scores, result.class_names   # xyxy pixels of photo.jpg
+>>> plt.imshow(draw_detections("photo.jpg", result))
+
+Arrays passed to :meth:`Detector.predict` are **RGB** (the matplotlib / PIL convention:
+``plt.imread``, ``np.asarray(PIL.Image.open(...))``); file paths are read from disk. The
+network itself gets what it was trained on (BGR mean subtraction, then RGB order).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import MEANS, get_config
+from .evaluation.inference import detection_mode, resolve_device, split_detections
+
+__all__ = ["Detections", "Detector", "collect_detections", "default_class_names", "load_model",
+           "to_dicts"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+ImageInput = Union[PathLike, np.ndarray, Any]
+
+
+@dataclass
+class Detections:
+    """The detections of one image, best first.
+
+    Attributes:
+        boxes: float32 ``[n, 4]`` ``(x1, y1, x2, y2)`` in pixels of the original image,
+            clipped to ``[0, width] x [0, height]``.
+        scores: float32 ``[n]`` class confidences.
+        labels: int64 ``[n]`` 0-based class indices (background excluded).
+        class_names: ``n`` class names.
+        image_size: ``(height, width)`` of the image.
+        source: the file path when the image was read from disk.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    image_size: tuple[int, int]
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python types (lists, floats, ints, str): JSON-ready."""
+        return {
+            "boxes": [[float(v) for v in b] for b in self.boxes],
+            "scores": [float(s) for s in self.scores],
+            "labels": [int(c) for c in self.labels],
+            "class_names": list(self.class_names),
+            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
+            "source": self.source,
+        }
+
+
+def to_dicts(results: Detections | Sequence[Detections]) -> list[dict[str, Any]]:
+    """``[r.to_dict() for r in results]`` (a single result gives a one-element list)."""
+    if isinstance(results, Detections):
+        results = [results]
+    return [r.to_dict() for r in results]
+
+
+def default_class_names(config: str | Mapping[str, Any]) -> tuple[str, ...]:
+    """The class names that go with a built-in config: VOC's 20 or COCO's 80."""
+    from .data.classes import COCO_CLASSES, VOC_CLASSES
+
+    name = str(get_config(config).get("name", "")).upper()
+    return COCO_CLASSES if name.startswith("COCO") else VOC_CLASSES
+
+
+def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[str, Any],
+               num_classes: int, device: torch.device, *, top_k: int = 200,
+               conf_thresh: float = 0.01, nms_thresh: float = 0.45) -> nn.Module:
+    """Build a test-phase SSD for ``config`` with ``num_classes`` (background included), load
+    ``checkpoint`` (a file or a state dict; any form :mod:`ssd.weights` reads) and put it in
+    eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: the checkpoint file does not exist.
+        ssd.weights.WeightsMismatchError: the checkpoint is for another size or class count
+            (the message says which).
+    """
+    from .model import build_ssd
+    from .weights import load_ssd_weights
+
+    if isinstance(checkpoint, (str, os.PathLike)) and not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"checkpoint {os.fspath(checkpoint)!r} not found")
+    model = build_ssd("test", cfg=config, num_classes=num_classes, top_k=top_k,
+                      conf_thresh=conf_thresh, nms_thresh=nms_thresh)
+    load_ssd_weights(model, checkpoint)
+    return model.to(device).eval()
+
+
+def _to_bgr_uint8(image: Any) -> tuple[np.ndarray, str | None]:
+    """An input image as ``[H, W, 3]`` uint8 BGR plus its path (if it was one)."""
+    if isinstance(image, (str, os.PathLike)):
+        from .data.image_io import read_image
+
+        path = os.fspath(image)
+        return read_image(path), path
+    if not isinstance(image, np.ndarray):
+        if hasattr(image, "convert"):  # a PIL image
+            image = np.asarray(image.convert("RGB"))
+        elif isinstance(image, torch.Tensor):
+            raise TypeError("pass images as RGB numpy arrays [H, W, 3] or file paths, "
+                            "not tensors")
+        else:
+            raise TypeError(f"unsupported image type {type(image).__name__}: pass a file "
+                            "path, an RGB numpy array [H, W, 3] or a PIL image")
+    arr = image
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"expected an RGB image array [H, W, 3], got shape {image.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
+            arr = np.rint(arr * 255.0)  # matplotlib's float images are in [0, 1]
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[:, :, ::-1]), None
+
+
+def collect_detections(per_class: Sequence[np.ndarray], image_size: tuple[int, int],
+                       threshold: float, class_names: Sequence[str],
+                       source: str | None = None) -> Detections:
+    """One image's :class:`Detections` from its per-class rows.
+
+    Args:
+        per_class: ``per_class[c]`` float ``[n, 5]`` ``(x1, y1, x2, y2, score)`` pixel rows of
+            class ``c`` (``c = 0``, the background, is ignored), as in ``all_boxes``.
+        image_size: ``(height, width)``; boxes are clipped to it.
+        threshold: keep rows scoring at least this.
+        class_names: foreground names, ``class_names[c - 1]`` for class ``c``.
+        source: the image's path, if any.
+    """
+    h, w = int(image_size[0]), int(image_size[1])
+    rows, labels = [np.zeros((0, 5), np.float32)], [np.zeros(0, np.int64)]
+    for c in range(1, len(per_class)):
+        cls_rows = np.asarray(per_class[c], dtype=np.float32).reshape(-1, 5)
+        keep = cls_rows[cls_rows[:, 4] >= threshold]
+        rows.append(keep)
+        labels.append(np.full(len(keep), c - 1, dtype=np.int64))
+    arr, lab = np.concatenate(rows), np.concatenate(labels)
+    order = np.argsort(-arr[:, 4], kind="stable")
+    arr, lab = arr[order], lab[order]
+    boxes = np.clip(arr[:, :4], 0, np.array([w, h, w, h], np.float32)).astype(np.float32)
+    return Detections(boxes, arr[:, 4].copy(), lab, [str(class_names[k]) for k in lab], (h, w),
+                      source)
+
+
+class Detector:
+    """A trained SSD that takes images and returns :class:`Detections`.
+
+    Args:
+        model: an SSD (it is put in the test phase and eval mode).
+        class_names: the foreground class names, in label order.
+        device: where to run (default: the model's device).
+        batch_size: images per forward pass in :meth:`predict`.
+        mean: BGR means the network was trained with.
+    """
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str],
+                 device: str | torch.device | None = None, batch_size: int = 8,
+                 mean: Sequence[float] = MEANS) -> None:
+        num_classes = int(getattr(model, "num_classes", len(class_names) + 1))
+        if num_classes != len(class_names) + 1:
+            raise ValueError(f"the model has {num_classes} classes (background included) but "
+                             f"{len(class_names)} class names were given; pass "
+                             f"{num_classes - 1} names")
+        self.device = torch.device(device) if device is not None else \
+            next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.class_names = [str(n) for n in class_names]
+        self.batch_size = int(batch_size)
+        self.size = int(getattr(model, "size", 300))
+        self.mean = tuple(float(m) for m in mean)
+
+    @classmethod
+    def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] = "voc300",
+                        classes: PathLike | Sequence[str] | None = None,
+                        device: str | torch.device = "auto", *, conf_thresh: float = 0.01,
+                        nms_thresh: float = 0.45, top_k: int = 200,
+                        batch_size: int = 8) -> Detector:
+        """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, or a training
+        checkpoint with a ``'model'`` entry).
+
+        Args:
+            path: the ``.pth`` file.
+            config: ``'voc300'``, ``'voc512'``, ``'coco300'``, ``'coco512'`` or a config dict.
+            classes: class names (a list or a class-list file, one name per line); default the
+                config's dataset classes (VOC's 20 or COCO's 80).
+            device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
+            conf_thresh, nms_thresh, top_k: the network's detection settings (per class).
+            batch_size: images per forward pass.
+        """
+        from .data.classes import resolve_classes
+
+        names = resolve_classes(classes, default_class_names(config))
+        dev = resolve_device(device)
+        model = load_model(path, config, len(names) + 1, dev, top_k=top_k,
+                           conf_thresh=conf_thresh, nms_thresh=nms_thresh)
+        return cls(model, names, dev, batch_size=batch_size)
+
+    def _preprocess(self, bgr: np.ndarray) -> torch.Tensor:
+        from .data.base import to_chw_rgb_tensor
+        from .data.transforms import base_transform
+
+        return to_chw_rgb_tensor(base_transform(bgr, self.size, self.mean))
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], threshold: float = 0.5,
+                as_dict: bool = False) -> Any:
+        """Detect objects.
+
+        Args:
+            images: a file path, an RGB ``[H, W, 3]`` array (uint8, or float in [0, 1];
+                ``[H, W]`` grayscale works too), a PIL image, or a list of these.
+            threshold: keep detections scoring at least this.
+            as_dict: return plain dicts (:meth:`Detections.to_dict`) instead.
+
+        Returns:
+            One :class:`Detections` (or dict) for a single image, a list for a list.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        out: list[Detections] = []
+        for start in range(0, len(items), self.batch_size):
+            chunk = [_to_bgr_uint8(im) for im in items[start:start + self.batch_size]]
+            batch = torch.stack([self._preprocess(bgr) for bgr, _ in chunk]).to(self.device)
+            sizes = torch.tensor([bgr.shape[:2] for bgr, _ in chunk], dtype=torch.long)
+            with detection_mode(self.model) as net, torch.inference_mode():
+                per_image = split_detections(net(batch), sizes)
+            for (bgr, path), dets in zip(chunk, per_image):
+                out.append(collect_detections(dets, bgr.shape[:2], threshold,
+                                              self.class_names, path))
+        if as_dict:
+            dicts = to_dicts(out)
+            return dicts[0] if single else dicts
+        return out[0] if single else out
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return (f"Detector(SSD{self.size}, {len(self.class_names)} classes, "
+                f"device={self.device})")
