@@ -82,13 +82,34 @@ def xavier_init_(module: nn.Module) -> nn.Module:
     return module
 
 
-def add_extras(extras_cfg: Sequence[Sequence[int]], in_channels: int = 1024) -> list[nn.Conv2d]:
+def _legacy_extras(cfg_list: Sequence[Union[int, str]]) -> list[tuple[int, int, int, int]]:
+    """ssd.pytorch's extras notation (``[256, 'S', 512, 128, 'S', 256, ...]``) as tuples.
+
+    Kernels alternate 1x1, 3x3 starting with 1x1; ``'S'`` makes the next conv stride 2, pad 1.
+    """
+    out: list[tuple[int, int, int, int]] = []
+    strided = False
+    for v in cfg_list:
+        if v == "S":
+            strided = True
+            continue
+        kernel = 3 if len(out) % 2 else 1
+        out.append((int(v), kernel, 2, 1) if strided else (int(v), kernel, 1, 0))
+        strided = False
+    return out
+
+
+def add_extras(extras_cfg: Sequence[Union[Sequence[int], int, str]],
+               in_channels: int = 1024) -> list[nn.Conv2d]:
     """The extra feature layers after conv7, Xavier-initialised.
 
     ``extras_cfg`` is a config's ``extras``: ``(out_channels, kernel, stride, padding)`` per
-    conv. Only convs are returned (the ReLUs are applied in :meth:`SSD.forward`), so their
-    checkpoint keys are ``extras.0`` ... ``extras.N``; every second one gives a source.
+    conv (ssd.pytorch's ``[256, 'S', 512, ...]`` notation is accepted too). Only convs are
+    returned (the ReLUs are applied in :meth:`SSD.forward`), so their checkpoint keys are
+    ``extras.0`` ... ``extras.N``; every second one gives a source.
     """
+    if any(isinstance(v, (int, str)) for v in extras_cfg):
+        extras_cfg = _legacy_extras(extras_cfg)  # type: ignore[arg-type]
     layers: list[nn.Conv2d] = []
     channels = in_channels
     for k, spec in enumerate(extras_cfg):

@@ -203,6 +203,19 @@ def test_forward_rejects_wrong_input_size(model300: SSD) -> None:
         model300(torch.zeros(1, 3, 320, 320))
 
 
+def test_ssd_pytorch_style_construction() -> None:
+    # ssd.pytorch: SSD(phase, size, vgg(base, 3), add_extras(extras, 1024), head, num_classes)
+    # with its extras written as [256, 'S', 512, ...] (1x1/3x3 alternating, 'S' = stride 2).
+    legacy = add_extras([256, "S", 512, 128, "S", 256, 128, 256, 128, 256], 1024)
+    specs = [(c.out_channels, c.kernel_size[0], c.stride[0], c.padding[0]) for c in legacy]
+    assert specs == [tuple(e) for e in get_config("voc300")["extras"]]
+    base, extras, head = multibox(vgg(BASE_CFG, 3), legacy, [4, 6, 6, 6, 4, 4], 21)
+    m = SSD("test", 300, base, extras, head, 21)
+    assert m.cfg["name"] == "VOC" and m.phase == "test"
+    assert [[k, v.shape] for k, v in m.state_dict().items()] == [
+        [k, v.shape] for k, v in build_ssd("test", 300, 21).state_dict().items()]
+
+
 def test_builders_validate_their_configs() -> None:
     with pytest.raises(ValueError, match="pairs"):
         add_extras([(256, 1, 1, 0)])
