@@ -173,11 +173,13 @@ class Detector:
         device: where to run (default: the model's device).
         batch_size: images per forward pass in :meth:`predict`.
         mean: BGR means the network was trained with.
+        channels_last: convert the model to the channels-last memory format (faster
+            convolutions on CPU and GPU; the model is changed in place).
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str],
                  device: str | torch.device | None = None, batch_size: int = 8,
-                 mean: Sequence[float] = MEANS) -> None:
+                 mean: Sequence[float] = MEANS, channels_last: bool = True) -> None:
         num_classes = int(getattr(model, "num_classes", len(class_names) + 1))
         if num_classes != len(class_names) + 1:
             raise ValueError(f"the model has {num_classes} classes (background included) but "
@@ -186,6 +188,8 @@ class Detector:
         self.device = torch.device(device) if device is not None else \
             next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.class_names = [str(n) for n in class_names]
         self.batch_size = int(batch_size)
         self.size = int(getattr(model, "size", 300))
@@ -242,6 +246,7 @@ class Detector:
         for start in range(0, len(items), self.batch_size):
             chunk = [_to_bgr_uint8(im) for im in items[start:start + self.batch_size]]
             batch = torch.stack([self._preprocess(bgr) for bgr, _ in chunk]).to(self.device)
+            batch = batch.contiguous(memory_format=self.memory_format)
             sizes = torch.tensor([bgr.shape[:2] for bgr, _ in chunk], dtype=torch.long)
             with detection_mode(self.model) as net, torch.inference_mode():
                 per_image = split_detections(net(batch), sizes)

@@ -112,6 +112,9 @@ def _common_args(p: argparse.ArgumentParser) -> None:
                    help="legacy ssd.pytorch flag: --cuda true/false (overrides --device auto)")
     p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
     p.add_argument("--num_workers", type=int, default=2, help="data loading processes")
+    p.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=True,
+                   help="run the network in the channels-last memory format (faster "
+                        "convolutions; default true)")
     p.add_argument("--max_images", type=int, default=None,
                    help="only the first N images of the set (quick checks)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -197,6 +200,7 @@ def _eval(args: argparse.Namespace) -> int:
     evaluate(model, dataset, save_folder=args.save_folder, set_name=set_name, device=device,
              batch_size=args.batch_size, num_workers=args.num_workers, amp=args.amp,
              use_07_metric=args.use_07_metric, cleanup=args.cleanup,
+             channels_last=args.channels_last,
              settings={"trained_model": os.path.abspath(args.trained_model), **settings},
              progress=not args.no_progress)
     print(f"results.json written to {Path(args.save_folder) / 'results.json'}")
@@ -293,7 +297,8 @@ def _test(args: argparse.Namespace) -> int:
     # Keep every row scoring >= the visual threshold (a lower conf_thresh changes nothing).
     inf = run_inference(model, dataset, device=device, batch_size=args.batch_size,
                         num_workers=args.num_workers, progress=not args.no_progress,
-                        conf_thresh=min(0.01, args.visual_threshold), desc="test")
+                        conf_thresh=min(0.01, args.visual_threshold),
+                        channels_last=args.channels_last, desc="test")
     out = Path(args.save_folder) / "test1.txt"
     n = write_test_file(out, dataset, inf.all_boxes, args.visual_threshold)
     print(f"{n} predictions scoring >= {args.visual_threshold} on {len(dataset)} images of "

@@ -171,8 +171,8 @@ def _sync(device: torch.device) -> None:
 def run_inference(model: nn.Module, dataset: Any, *, device: str | torch.device | None = None,
                   batch_size: int = 8, num_workers: int = 0, amp: bool = False,
                   top_k: int | None = None, conf_thresh: float | None = None,
-                  nms_thresh: float | None = None, progress: bool = True,
-                  desc: str = "detect") -> InferenceResult:
+                  nms_thresh: float | None = None, channels_last: bool = False,
+                  progress: bool = True, desc: str = "detect") -> InferenceResult:
     """Detect objects in every image of ``dataset``.
 
     Args:
@@ -183,6 +183,9 @@ def run_inference(model: nn.Module, dataset: Any, *, device: str | torch.device 
         batch_size, num_workers: DataLoader settings.
         amp: float16 autocast on CUDA (ignored on CPU).
         top_k, conf_thresh, nms_thresh: detection settings for this run (``None``: the model's).
+        channels_last: convert the model (for good: it is not converted back) and the inputs
+            to the channels-last memory format, which oneDNN and cuDNN convolutions run
+            faster (about 1.5x on CPU). Leave it off for a model that is being trained.
         progress: show a tqdm bar with images/s.
     """
     from tqdm.auto import tqdm
@@ -194,6 +197,9 @@ def run_inference(model: nn.Module, dataset: Any, *, device: str | torch.device 
         device = next(core.parameters()).device
     device = torch.device(device)
     core.to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        core.to(memory_format=torch.channels_last)
     num_classes = int(core.num_classes)
     n = len(dataset)
     all_boxes: list[list[np.ndarray]] = [[np.zeros((0, 5), np.float32)] * n
@@ -210,7 +216,7 @@ def run_inference(model: nn.Module, dataset: Any, *, device: str | torch.device 
             as net, torch.inference_mode():
         for imgs, idx, sizes in loader:
             t0 = time.perf_counter()
-            imgs = imgs.to(device, non_blocking=True)
+            imgs = imgs.to(device, non_blocking=True).contiguous(memory_format=fmt)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 dets = net(imgs)
             per_image = split_detections(dets, sizes)  # syncs: copies to the CPU
@@ -224,4 +230,5 @@ def run_inference(model: nn.Module, dataset: Any, *, device: str | torch.device 
     seconds = time.perf_counter() - start
     return InferenceResult(all_boxes, n, seconds, str(device),
                            {"model_s": forward_s, "batch_size": batch_size,
-                            "num_workers": num_workers, "amp": use_amp})
+                            "num_workers": num_workers, "amp": use_amp,
+                            "channels_last": bool(channels_last)})

@@ -274,14 +274,16 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
              batch_size: int = 8, num_workers: int = 0, amp: bool = False,
              top_k: int | None = None, conf_thresh: float | None = None,
              nms_thresh: float | None = None, use_07_metric: bool | None = None,
-             cleanup: bool = False, settings: Mapping[str, Any] | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+             cleanup: bool = False, channels_last: bool = True,
+             settings: Mapping[str, Any] | None = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Detect on every image of ``dataset`` and score the detections (``eval.py``).
 
     Writes into ``save_folder``: ``detections.pkl`` (``all_boxes[class][image]``), the
     results files (VOC: ``results/det_<set>_<class>.txt``; COCO:
     ``bbox_<set>_results.json``), ``results.json`` with every number, and (VOC) the annotation
     cache under ``annotations_cache/``. ``cleanup`` removes the VOC results files afterwards.
+    ``channels_last`` converts the model to that memory format (faster convolutions).
     Prints the per-class table through ``log`` and returns the ``results.json`` content.
     """
     save_folder = Path(save_folder)
@@ -289,7 +291,8 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
     t_start = time.perf_counter()
     inf: InferenceResult = run_inference(
         model, dataset, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
-        top_k=top_k, conf_thresh=conf_thresh, nms_thresh=nms_thresh, progress=progress)
+        top_k=top_k, conf_thresh=conf_thresh, nms_thresh=nms_thresh,
+        channels_last=channels_last, progress=progress)
     save_detections_pkl(inf.all_boxes, save_folder / "detections.pkl")
     t_eval = time.perf_counter()
     log(f"Detected {inf.num_images} images in {inf.seconds:.1f} s "
@@ -301,7 +304,8 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
     core = getattr(model, "module", model)
     run_settings = {
         "device": inf.device, "batch_size": batch_size, "num_workers": num_workers,
-        "amp": inf.extra["amp"], "top_k": getattr(core, "top_k", top_k),
+        "amp": inf.extra["amp"], "channels_last": inf.extra["channels_last"],
+        "top_k": getattr(core, "top_k", top_k),
         "conf_thresh": conf_thresh if conf_thresh is not None else getattr(core, "conf_thresh",
                                                                            None),
         "nms_thresh": nms_thresh if nms_thresh is not None else getattr(core, "nms_thresh", None),
