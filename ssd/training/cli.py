@@ -417,6 +417,11 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``train.py``'s entry point: parse flags, train, exit with the status."""
+    # Multi-threaded MKL BLAS calls (some CPU conv backward passes) may sum in a different
+    # order from run to run; Conditional Numerical Reproducibility makes them repeatable, so
+    # a resumed CPU run ends bit-identical to an uninterrupted one. It must be set before
+    # MKL's first call; setting MKL_CBWR yourself overrides it.
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     args = parse_args(argv)
     try:
         code = run(args)
