@@ -30,6 +30,30 @@ def center_size(boxes: torch.Tensor) -> torch.Tensor:
                       boxes[..., 2:] - boxes[..., :2]), dim=-1)
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _pair_columns(box_a: torch.Tensor, box_b: torch.Tensor) -> tuple[list, list]:
+    """Corner columns shaped to broadcast ``[..., A, 1]`` against ``[..., 1, B]``.
+
+    ``box_b``'s columns are made contiguous: broadcasting over a stride-4 last dimension
+    would defeat vectorisation, and they are small next to the ``[A, B]`` results.
+    """
+    cols_a = [box_a[..., :, None, i] for i in range(4)]
+    cols_b = [box_b[..., None, :, i].contiguous() for i in range(4)]
+    return cols_a, cols_b
+
+
+def _intersect(cols_a: list, cols_b: list, inplace: bool) -> torch.Tensor:
+    ax1, ay1, ax2, ay2 = cols_a
+    bx1, by1, bx2, by2 = cols_b
+    # In-place steps only overwrite fresh tensors whose old values autograd does not keep.
+    w = torch.minimum(ax2, bx2).sub_(torch.maximum(ax1, bx1)).relu_()
+    h = torch.minimum(ay2, by2).sub_(torch.maximum(ay1, by1)).relu_()
+    return w.mul_(h) if inplace else w * h
+
+
 def intersect(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     """Intersection areas of corner-form boxes.
 
@@ -40,13 +64,8 @@ def intersect(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[..., A, B]``; disjoint boxes give 0.
     """
-    a = box_a[..., :, None, :]
-    b = box_b[..., None, :, :]
-    # The in-place steps only touch fresh tensors whose old values autograd does not need:
-    # every full-size allocation saved matters on the CPU.
-    w = torch.minimum(a[..., 2], b[..., 2]).sub_(torch.maximum(a[..., 0], b[..., 0])).relu_()
-    h = torch.minimum(a[..., 3], b[..., 3]).sub_(torch.maximum(a[..., 1], b[..., 1])).relu_()
-    return w * h
+    cols_a, cols_b = _pair_columns(box_a, box_b)
+    return _intersect(cols_a, cols_b, inplace=not _needs_grad(box_a, box_b))
 
 
 def jaccard(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
@@ -59,13 +78,15 @@ def jaccard(box_a: torch.Tensor, box_b: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[..., A, B]`` IoU, e.g. ``[A, B]`` or ``[B, G, P]``.
     """
-    inter = intersect(box_a, box_b)
-    area_a = ((box_a[..., 2] - box_a[..., 0]) * (box_a[..., 3] - box_a[..., 1]))[..., :, None]
-    area_b = ((box_b[..., 2] - box_b[..., 0]) * (box_b[..., 3] - box_b[..., 1]))[..., None, :]
+    inplace = not _needs_grad(box_a, box_b)
+    cols_a, cols_b = _pair_columns(box_a, box_b)
+    inter = _intersect(cols_a, cols_b, inplace)
+    ax1, ay1, ax2, ay2 = cols_a
+    bx1, by1, bx2, by2 = cols_b
+    area_a = (ax2 - ax1) * (ay2 - ay1)  # [..., A, 1]
+    area_b = (bx2 - bx1) * (by2 - by1)  # [..., 1, B]
     union = (area_a + area_b).sub_(inter)
-    if torch.is_grad_enabled() and (box_a.requires_grad or box_b.requires_grad):
-        return inter / union
-    return inter.div_(union)  # no autograd: reuse the buffer
+    return inter.div_(union) if inplace else inter / union
 
 
 def encode(matched: torch.Tensor, priors: torch.Tensor,

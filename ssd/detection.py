@@ -74,14 +74,19 @@ def detect(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor, num_clas
     top_boxes = boxes.gather(1, top_idx.reshape(batch, n_cls * k, 1).expand(-1, -1, 4))
     top_boxes = top_boxes.reshape(batch, n_cls, k, 4)
 
-    # One NMS call for every (image, class) group. float64 keeps torchvision's
-    # offset-per-group trick exact: the shifted float32 corners are represented exactly.
+    # One NMS call for every (image, class) group. torchvision may separate the groups by
+    # adding a per-group offset to the coordinates: in float64 (where the device has it) the
+    # shifted float32 corners stay exact, so the IoUs are those of the unshifted boxes; moving
+    # the boxes to non-negative coordinates first keeps the groups apart (it assumes >= -1).
     cand = (top_scores > float("-inf")).reshape(-1).nonzero().squeeze(1)
     keep_mask = torch.zeros(batch * n_cls * k, dtype=torch.bool, device=device)
     if cand.numel():
+        nms_dtype = torch.float64 if device.type in ("cpu", "cuda") else dtype
         groups = torch.div(cand, k, rounding_mode="floor")
-        kept = batched_nms(top_boxes.reshape(-1, 4)[cand].double(),
-                           top_scores.reshape(-1)[cand].double(), groups, nms_thresh)
+        cand_boxes = top_boxes.reshape(-1, 4)[cand].to(nms_dtype)
+        cand_boxes = cand_boxes - cand_boxes.min()
+        kept = batched_nms(cand_boxes, top_scores.reshape(-1)[cand].to(nms_dtype), groups,
+                           nms_thresh)
         keep_mask[cand[kept]] = True
     keep_mask = keep_mask.reshape(batch, n_cls, k)
 

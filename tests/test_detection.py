@@ -147,3 +147,14 @@ def test_bad_shapes_raise():
         detect(loc, conf, priors, 4)
     with pytest.raises(ValueError, match="priors"):
         detect(loc, conf, priors[:10], 3)
+
+
+def test_far_negative_boxes_keep_classes_apart():
+    # Boxes below -1 (untrained nets predict such offsets): an offset-per-class NMS trick that
+    # assumes coordinates >= -1 would let class 1's box suppress class 2's, 0.01 away.
+    priors = torch.tensor([[-1.495, -1.495, 1.01, 1.01], [0.5, 0.5, 0.2, 0.2]])
+    loc = torch.zeros(1, 2, 4)
+    conf = torch.tensor([[[0.1, 0.6, 0.3], [0.99, 0.005, 0.005]]])
+    got = detect(loc, conf, priors, 3, conf_thresh=0.01)
+    assert got[0, 1, 0, 0] == 0.6 and got[0, 2, 0, 0] == 0.3
+    torch.testing.assert_close(got, reference_detect(loc, conf, priors, 3), rtol=0, atol=1e-6)
