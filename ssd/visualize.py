@@ -15,14 +15,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def read_rgb(path: PathLike) -> np.ndarray:
-    """Read an image file as an RGB uint8 ``[H, W, 3]`` array."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"could not decode image file {path} (not an image OpenCV can read)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Read an image file as an RGB uint8 ``[H, W, 3]`` array, pixels as stored (EXIF
+    orientation ignored, like the datasets and :class:`ssd.Detector`, so boxes line up)."""
+    from .data.image_io import read_image
+
+    return cv2.cvtColor(read_image(path), cv2.COLOR_BGR2RGB)
 
 
 def class_color(label: int) -> tuple[int, int, int]:

@@ -130,3 +130,17 @@ def test_bad_images_are_named(detector, tmp_path):
         detector.predict(broken)
     with pytest.raises(ValueError, match="shape"):
         detector.predict(np.zeros((4, 5, 7), np.uint8))
+
+
+def test_example_script_runs(checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "examples" / "predict.py"), "--checkpoint", str(checkpoint),
+         "--images", str(IMAGE), "--threshold", "0.6", "--device", "cpu", "--out",
+         str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2007_000068.jpg:" in proc.stdout
+    assert cv2.imread(str(tmp_path / "2007_000068.jpg")).shape == (375, 500, 3)

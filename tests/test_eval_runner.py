@@ -111,3 +111,18 @@ def test_run_validation_scores_and_restores(train_model, voc_test, monkeypatch):
     assert model.phase == "train" and model.training and model.top_k == 200
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_results_json_is_strict_and_tables_mark_undefined(tmp_path):
+    import json
+
+    from ssd.evaluation.results import format_ap_table, write_results_json
+
+    path = write_results_json({"mAP": np.float64(0.5), "ap": {"cat": math.nan, "dog": 0.25},
+                               "n": np.int64(3), "ok": np.bool_(True)}, tmp_path / "r.json")
+    assert json.loads(path.read_text()) == {"mAP": 0.5, "ap": {"cat": None, "dog": 0.25},
+                                            "n": 3, "ok": True}
+    table = format_ap_table("title", {"cat": math.nan, "dog": 0.25}, 0.25, {"GT": {"dog": 4}})
+    lines = table.splitlines()
+    assert lines[0] == "title" and "n/a" in lines[3] and "0.2500" in lines[4]
+    assert lines[-1].split() == ["mAP", "0.2500"]
