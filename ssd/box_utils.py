@@ -219,7 +219,7 @@ def match_indexed(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
     is_real[real_index] = True
     is_real = is_real.view(batch, n_gt)
     # Padding rows become a unit box so that the (unused) targets of empty images stay finite.
-    unit = truths.new_tensor([0.0, 0.0, 1.0, 1.0])
+    unit = (torch.arange(4, device=device) >= 2).to(truths.dtype)  # (0, 0, 1, 1), no copy
     safe_truths = torch.where(is_real[..., None], truths, unit)
     matches = safe_truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
     conf = labels.gather(1, best_truth_idx).long() + 1

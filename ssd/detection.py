@@ -60,14 +60,15 @@ def detect(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor, num_clas
     dtype = torch.promote_types(torch.promote_types(loc.dtype, conf.dtype), torch.float32)
     device = loc.device
     out = torch.zeros(batch, num_classes, top_k, 5, dtype=dtype, device=device)
-    classes = [c for c in range(num_classes) if c != bkg_label]
-    if batch == 0 or n_priors == 0 or not classes:
+    n_cls = num_classes - 1 if 0 <= bkg_label < num_classes else num_classes
+    if batch == 0 or n_priors == 0 or n_cls == 0:
         return out
 
     boxes = decode(loc.to(dtype), priors[:n_priors].to(device=device, dtype=dtype), variances)
-    cls_idx = torch.tensor(classes, device=device)
+    cls_idx = torch.arange(n_cls, device=device)  # the classes other than bkg_label
+    if n_cls < num_classes:
+        cls_idx += cls_idx >= bkg_label
     scores = conf.to(dtype).transpose(1, 2).index_select(1, cls_idx)  # [B, C', P]
-    n_cls = len(classes)
     k = min(top_k, n_priors)
     scores = scores.masked_fill(~(scores > conf_thresh), float("-inf"))
     top_scores, top_idx = scores.topk(k, dim=2)  # [B, C', k], descending

@@ -122,6 +122,9 @@ def test_bkg_label_other_than_zero():
     torch.testing.assert_close(
         got, reference_detect(loc, conf, priors, 3, bkg_label=2, conf_thresh=0.05),
         rtol=0, atol=1e-6)
+    no_bkg = detect(loc, conf, priors, 3, bkg_label=-1, conf_thresh=0.05)
+    assert (no_bkg[:, 0, 0, 0] > 0).all()
+    torch.testing.assert_close(no_bkg[:, :2], got[:, :2])
 
 
 def test_detect_apply_equals_detect_and_is_not_differentiable():
