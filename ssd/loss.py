@@ -59,13 +59,8 @@ def pad_targets(targets: Sequence[torch.Tensor], device: torch.device | str | No
     counts = [r.size(0) for r in rows]
     batch, n_gt = len(rows), max(counts)
     flat = torch.cat([r.to(device=src, dtype=dtype) for r in rows])  # [N, 5]
-    if num_classes is not None and src.type == "cpu" and flat.numel():
-        labels = flat[:, 4]
-        if bool((labels < 0).any()) or bool((labels > num_classes - 2).any()):
-            raise ValueError(
-                f"target labels must be in [0, {num_classes - 2}] for num_classes={num_classes} "
-                f"(0-based, background excluded); got {labels.min().item():g}.."
-                f"{labels.max().item():g}")
+    if src.type == "cpu" and flat.numel():
+        _check_values(flat, counts, num_classes)
     # Row r of image b goes to slot b * G + (its rank within the image); the slot travels as an
     # extra column so that boxes and indices cross to the device in one copy.
     count_t = torch.tensor(counts, device=src)
@@ -77,6 +72,27 @@ def pad_targets(targets: Sequence[torch.Tensor], device: torch.device | str | No
     real_index = packed[:, 5].long()
     padded = packed.new_zeros(batch * n_gt, 5).index_copy_(0, real_index, packed[:, :5])
     return padded.view(batch, n_gt, 5), real_index
+
+
+def _check_values(flat: torch.Tensor, counts: list[int], num_classes: int | None) -> None:
+    """Reject boxes without area and out-of-range labels (checked where it costs no sync)."""
+    image = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    flat_boxes = flat[:, :4]
+    bad = ~((flat_boxes[:, 2] > flat_boxes[:, 0]) & (flat_boxes[:, 3] > flat_boxes[:, 1]))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"targets[{int(image[i])}] has a box without area (need x2 > x1 and y2 > y1): "
+            f"{flat[i, :4].tolist()}")
+    if num_classes is not None:
+        labels = flat[:, 4]
+        bad = (labels < 0) | (labels > num_classes - 2)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"targets[{int(image[i])}] has label {labels[i].item():g}: labels must be in "
+                f"[0, {num_classes - 2}] for num_classes={num_classes} (0-based, background "
+                f"excluded)")
 
 
 class _PerRowCrossEntropy(torch.autograd.Function):

@@ -233,8 +233,12 @@ def test_pad_targets_layout():
     ([torch.zeros(2, 4), torch.zeros(1, 5)], r"targets\[0\] must have shape \[n, 5\]"),
     ([torch.zeros(1, 5), torch.zeros(5)], r"targets\[1\] must have shape \[n, 5\]"),
     ([torch.zeros(1, 5)], "1 target tensors for a batch of 2"),
-    ([torch.tensor([[0.1, 0.1, 0.2, 0.2, 3.0]]), torch.zeros(0, 5)], r"labels must be in \[0, 2\]"),
-    ([torch.tensor([[0.1, 0.1, 0.2, 0.2, -1.0]]), torch.zeros(0, 5)], "labels must be in"),
+    ([torch.tensor([[0.1, 0.1, 0.2, 0.2, 3.0]]), torch.zeros(0, 5)],
+     r"targets\[0\] has label 3: labels must be in \[0, 2\]"),
+    ([torch.zeros(0, 5), torch.tensor([[0.1, 0.1, 0.2, 0.2, -1.0]])],
+     r"targets\[1\] has label -1"),
+    ([torch.zeros(0, 5), torch.tensor([[0.1, 0.1, 0.2, 0.2, 0], [0.3, 0.1, 0.3, 0.2, 0]])],
+     r"targets\[1\] has a box without area"),
 ])
 def test_bad_targets_raise_clear_errors(bad, match):
     loc = torch.zeros(2, 9, 4)
