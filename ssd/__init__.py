@@ -1,5 +1,31 @@
-"""SSD: the Single Shot MultiBox Detector (Liu et al., 2016) in modern PyTorch."""
+"""SSD: the Single Shot MultiBox Detector (Liu et al., 2016) in modern PyTorch.
+
+``import ssd`` gives the model builder, its parts and the configurations; datasets live in
+:mod:`ssd.data`, training in :mod:`ssd.training`, evaluation in :mod:`ssd.evaluation`. Nothing
+here reads a file or touches a device at import time.
+"""
 
 from .config import CONFIGS, MEANS, coco, coco512, get_config, voc, voc512
+from .detection import Detect, detect
+from .l2norm import L2Norm
+from .loss import MultiBoxLoss
+from .model import SSD, build_ssd
+from .priors import PriorBox, prior_boxes
+from .weights import load_base_weights, load_ssd_weights, load_state_dict_file
 
-__all__ = ["CONFIGS", "MEANS", "coco", "coco512", "get_config", "voc", "voc512"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The notebook API pulls in the evaluation stack; load it only when asked for.
+    if name in ("Detector", "Detections"):
+        from . import detector
+
+        return getattr(detector, name)
+    raise AttributeError(f"module 'ssd' has no attribute {name!r}")
+
+__all__ = [
+    "CONFIGS", "MEANS", "SSD", "Detect", "Detections", "Detector", "L2Norm", "MultiBoxLoss",
+    "PriorBox", "build_ssd", "coco", "coco512", "detect", "get_config", "load_base_weights",
+    "load_ssd_weights", "load_state_dict_file", "prior_boxes", "voc", "voc512",
+]
