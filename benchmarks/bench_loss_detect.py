@@ -1,6 +1,7 @@
 """Time MultiBoxLoss (forward + backward) and Detect on SSD300-sized tensors.
 
-Run: ``python benchmarks/bench_loss_detect.py [--device cuda] [--runs 7] [--baseline]``.
+Run: ``python benchmarks/bench_loss_detect.py [--device cuda] [--runs 7] [--threads N]
+[--baseline]``.
 Prints the median and the best wall time of several runs after warm-up, in milliseconds.
 ``--baseline`` also times loop-based versions written here after ssd.pytorch's algorithm
 (a matching call per image, global-max log-sum-exp, boolean-mask selections; a Python greedy
@@ -158,7 +159,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--baseline", action="store_true",
                         help="also time the loop-based (ssd.pytorch-style) versions")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"{platform.machine()}, {torch.get_num_threads()} threads")

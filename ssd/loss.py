@@ -26,7 +26,8 @@ def pad_targets(targets: Sequence[torch.Tensor], device: torch.device | str | No
 
     Args:
         targets: ``B`` tensors of shape ``[n_i, 5]`` ``(x1, y1, x2, y2, label)``; ``n_i`` may be 0
-            (an empty 1-D tensor is also taken as "no objects").
+            (an empty 1-D tensor is also taken as "no objects"); a ``[B, G, 5]`` tensor is
+            taken as ``B`` images with ``G`` real rows each.
         device: where the results go (default: where the targets are).
         num_classes: if given (and the targets are on the CPU, where checking is free), labels
             must lie in ``[0, num_classes - 2]`` (class 0 is the background).
