@@ -73,6 +73,7 @@ def _setup_logging(dist: DistInfo) -> logging.Handler:
     handler.setFormatter(logging.Formatter(f"{prefix}%(asctime)s %(levelname)s %(message)s",
                                            "%H:%M:%S"))
     root = logging.getLogger("ssd")
+    handler.previous_level = root.level  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO if dist.is_main else logging.WARNING)
     return handler
@@ -268,6 +269,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         logging.getLogger("ssd").removeHandler(handler)
+        logging.getLogger("ssd").setLevel(handler.previous_level)  # type: ignore[attr-defined]
         cleanup_distributed()
 
 

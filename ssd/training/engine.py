@@ -347,16 +347,16 @@ class Trainer:
                 else:
                     self._nonfinite(res, lr)
 
-                if self.batch_in_epoch >= self.data.batches_per_epoch:
-                    self._end_epoch()
                 bar.update(1)
                 if self._bar_on:
                     bar.set_postfix_str(
                         f"loss {res.loss_l + res.loss_c:.3f} (loc {res.loss_l:.3f} conf "
                         f"{res.loss_c:.3f}) lr {lr:.2e} {ips:.1f} img/s", refresh=False)
                 if self.iteration % self.log_every == 0 or self.iteration == self.max_iter:
-                    self._log_window(window)
+                    self._log_window(window, epoch)
                     window = _Window()
+                if self.batch_in_epoch >= self.data.batches_per_epoch:
+                    self._end_epoch()
                 if self.eval_every and (self.iteration % self.eval_every == 0
                                         or self.iteration == self.max_iter):
                     self._evaluate()
@@ -410,10 +410,10 @@ class Trainer:
         self.batch_in_epoch = 0
         self.epoch_sums = [0.0, 0.0, 0]
 
-    def _log_window(self, w: _Window) -> None:
+    def _log_window(self, w: _Window, epoch: int) -> None:
         if not self.dist.is_main:
             return
-        rec: dict[str, Any] = {"type": "train", "iter": self.iteration, "epoch": self.epoch,
+        rec: dict[str, Any] = {"type": "train", "iter": self.iteration, "epoch": epoch,
                                "lr": w.lr, "img_per_s": w.images_per_s, "skipped": w.skipped}
         if w.n:
             rec.update(loss=(w.loc + w.conf) / w.n, loss_l=w.loc / w.n, loss_c=w.conf / w.n,
@@ -423,7 +423,7 @@ class Trainer:
         self._record(rec)
         if not self._bar_on and w.n:
             log.info("iter %d/%d epoch %d: loss %.4f (loc %.4f conf %.4f) lr %.3g %.1f img/s",
-                     self.iteration, self.max_iter, self.epoch, rec["loss"], rec["loss_l"],
+                     self.iteration, self.max_iter, epoch, rec["loss"], rec["loss_l"],
                      rec["loss_c"], w.lr, w.images_per_s)
 
     def _evaluate(self) -> None:
