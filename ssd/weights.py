@@ -130,11 +130,25 @@ def _read(path: PathLike, map_location: Any, help_text: str) -> Any:
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean the same to the user
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        detail = _load_error_detail(e)
+        if "Unsupported global" in detail:
+            raise WeightsFileError(
+                f"could not read {os.fspath(path)!r} safely: it pickles Python objects besides "
+                f"tensors ({detail}); if you trust the file, load it with weights_only=False "
+                f"and re-save only its state_dict()") from e
         raise WeightsFileError(
             f"could not read {os.fspath(path)!r}: not a PyTorch weights file, or a corrupt "
             f"one (torch.load with weights_only=True failed: {type(e).__name__}: {detail})"
         ) from e
+
+
+def _load_error_detail(e: Exception) -> str:
+    """The informative part of a torch.load error (its weights_only preamble is not)."""
+    text = str(e).strip()
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    if found:
+        return found.group(1).strip().split(". Please use")[0]
+    return text.splitlines()[0] if text else ""
 
 
 def load_state_dict_file(path: PathLike, map_location: Any = "cpu",

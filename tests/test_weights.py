@@ -151,17 +151,26 @@ def test_missing_file_says_where_to_get_weights(fresh, tmp_path):
     assert W.SSD300_URL in str(err.value)
 
 
-@pytest.mark.parametrize("content", ["text", "list", "truncated"])
-def test_unreadable_files_are_named(fresh, tmp_path, trained_file, content):
+class _NotATensor:
+    pass
+
+
+@pytest.mark.parametrize("content, says", [
+    ("text", "not a PyTorch weights file"), ("list", "holds a list, not a state dict"),
+    ("truncated", "corrupt"), ("object", "_NotATensor")])
+def test_unreadable_files_are_named(fresh, tmp_path, trained_file, content, says):
     path = tmp_path / "bad.pth"
     if content == "text":
         path.write_text("not a checkpoint")
     elif content == "list":
         torch.save([1, 2, 3], path)
+    elif content == "object":
+        torch.save({"model": _NotATensor()}, path)
     else:
         path.write_bytes(trained_file.read_bytes()[:5000])
-    with pytest.raises(W.WeightsFileError, match="bad.pth"):
+    with pytest.raises(W.WeightsFileError, match="bad.pth") as err:
         W.load_ssd_weights(fresh, path)
+    assert says in str(err.value)
 
 
 # ----------------------------------------------------------------------------- base net
