@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -30,14 +29,14 @@ def detection_collate(batch: Sequence[tuple[Any, Any]]) -> tuple[torch.Tensor, l
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed third-party randomness from the worker's torch seed.
 
-    Our transforms seed themselves from the worker seed (see ``SSDAugmentation``); this also
-    seeds Python's ``random`` and NumPy's legacy global state, which user transforms may use,
-    and limits OpenCV to one thread per worker (workers already run in parallel).
+    Our transforms seed themselves from the worker seed (see ``SSDAugmentation``); this
+    seeds Python's ``random`` and NumPy's legacy global state, which user transforms may use.
+    (It deliberately leaves OpenCV's thread count alone: ``cv2.setNumThreads`` in a forked
+    worker can deadlock on the thread pool inherited from the parent.)
     """
     seed = torch.initial_seed()  # in a worker: the loader's base seed + worker_id
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    cv2.setNumThreads(1)
 
 
 def _iter_datasets(dataset: Any, depth: int = 0) -> Iterator[Any]:
