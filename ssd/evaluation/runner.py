@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .coco import coco_detections, coco_evaluate, read_coco_results, write_coco_results
-from .inference import InferenceResult, run_inference
+from .inference import InferenceResult, run_inference, unwrap_model
 from .results import format_ap_table, save_detections_pkl, write_results_json
 from .voc import (
     ClassDetections,
@@ -301,7 +301,7 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
                                      use_07_metric, cleanup)
     t_end = time.perf_counter()
     log(table)
-    core = getattr(model, "module", model)
+    core = unwrap_model(model)
     run_settings = {
         "device": inf.device, "batch_size": batch_size, "num_workers": num_workers,
         "amp": inf.extra["amp"], "channels_last": inf.extra["channels_last"],
