@@ -9,9 +9,8 @@ from .config import CONFIGS, MEANS, coco, coco512, get_config, voc, voc512
 from .detection import Detect, detect
 from .l2norm import L2Norm
 from .loss import MultiBoxLoss
-from .model import SSD, build_ssd
+from .model import SSD, add_extras, build_ssd, multibox, vgg
 from .priors import PriorBox, prior_boxes
-from .weights import load_base_weights, load_ssd_weights, load_state_dict_file
 
 __version__ = "0.1.0"
 
@@ -22,10 +21,16 @@ def __getattr__(name: str):
         from . import detector
 
         return getattr(detector, name)
+    # Eager import would make `python -m ssd.weights` warn about a module loaded twice.
+    if name in ("load_base_weights", "load_ssd_weights", "load_state_dict_file"):
+        from . import weights
+
+        return getattr(weights, name)
     raise AttributeError(f"module 'ssd' has no attribute {name!r}")
 
 __all__ = [
     "CONFIGS", "MEANS", "SSD", "Detect", "Detections", "Detector", "L2Norm", "MultiBoxLoss",
-    "PriorBox", "build_ssd", "coco", "coco512", "detect", "get_config", "load_base_weights",
-    "load_ssd_weights", "load_state_dict_file", "prior_boxes", "voc", "voc512",
+    "PriorBox", "add_extras", "build_ssd", "coco", "coco512", "detect", "get_config",
+    "load_base_weights", "load_ssd_weights", "load_state_dict_file", "multibox", "prior_boxes",
+    "vgg", "voc", "voc512",
 ]
