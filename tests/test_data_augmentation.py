@@ -228,24 +228,37 @@ def test_expand_and_mirror_draws(samples):
 
 
 # --- photometric formulas ----------------------------------------------------------------------
-def test_brightness_contrast_table_matches_float_formula(samples):
+def assert_saturated_round(actual, exact):
+    """actual == clip(round(exact)), except that a value within float32 error of a .5 tie may
+    round either way (OpenCV computes in float32)."""
+    expected = np.clip(np.rint(exact), 0, 255)
+    diff = np.abs(actual.astype(np.float64) - expected)
+    near_tie = np.abs(np.abs(exact - np.floor(exact)) - 0.5) < 1e-4
+    assert diff.max() <= 1 and not (diff > 0)[~near_tie].any()
+
+
+def test_brightness_contrast_saturate_once_like_the_float_pipeline(samples):
     img = samples[3][0]
-    for b, c in [(25.0, 1.4), (-30.0, 0.6), (12.3, None), (None, 1.37)]:
+    for b, c in [(25.0, 1.4), (-30.0, 0.6), (12.3, None), (None, 1.37), (-31.5, 1.5)]:
         p = PhotometricParams(brightness=b, contrast=c, contrast_first=True)
         x = img.astype(np.float64)
         if b is not None:
-            x = np.clip(x + b, 0, 255)
+            x = x + b
         if c is not None:
-            x = np.clip(x * c, 0, 255)
-        np.testing.assert_array_equal(PhotometricDistort.apply(img, p), np.rint(x))
+            x = x * c  # no clipping in between, as ssd.pytorch's float values
+        assert_saturated_round(PhotometricDistort.apply(img, p), x)
     # contrast after the HSV part: brightness, HSV, then contrast, each saturating
     p = PhotometricParams(brightness=10.0, contrast=1.3, contrast_first=False, saturation=0.7)
     x = np.clip(np.rint(img.astype(np.float64) + 10), 0, 255).astype(np.uint8)
     hsv = cv2.cvtColor(x, cv2.COLOR_BGR2HSV_FULL)
     hsv[:, :, 1] = np.clip(np.rint(hsv[:, :, 1] * 0.7), 0, 255).astype(np.uint8)
     x = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(np.float64)
-    np.testing.assert_array_equal(PhotometricDistort.apply(img, p),
-                                  np.clip(np.rint(x * 1.3), 0, 255))
+    assert_saturated_round(PhotometricDistort.apply(img, p), x * 1.3)
+    # hue alone: a wrapping shift of OpenCV's full-range hue (256 units per turn)
+    hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV_FULL)
+    hsv[:, :, 0] = (hsv[:, :, 0].astype(int) - 13) % 256
+    np.testing.assert_array_equal(PhotometricDistort.apply(img, PhotometricParams(hue=-18.0)),
+                                  cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL))
 
 
 def _float_hsv(bgr):

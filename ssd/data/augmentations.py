@@ -9,8 +9,9 @@ pixels are computed, not what is drawn:
   is never built: the patch is cut from the image and padded with the mean where it reaches
   into the virtual canvas (``cv2.copyMakeBorder``);
 * photometric operations run on uint8 pixels (values saturate at 0 and 255 after each stage,
-  where ssd.pytorch's float32 pipeline let them run out of range): brightness and contrast
-  are one 256-entry lookup table; saturation and hue are applied in OpenCV's 8-bit
+  where ssd.pytorch's float32 pipeline let them run out of range): brightness and a contrast
+  that directly follows it are one affine map ``(x + delta) * alpha`` (``cv2.addWeighted``),
+  saturated once; saturation and hue are applied in OpenCV's 8-bit
   full-range HSV (hue 0-255 for 0-360 degrees, so the +-18 degree hue delta is +-13 units,
   rounded to whole units of 1.41 degrees); they are pointwise, so applying them to the patch
   instead of the whole image changes nothing. The mean-filled canvas is not distorted, as in
@@ -131,27 +132,31 @@ class PhotometricDistort:
         """Distort a ``[H, W, 3]`` uint8 BGR image; returns a new array (or ``image`` itself
         when nothing applies). The input is never modified."""
         hsv = params.saturation is not None or params.hue is not None
-        # Brightness, and contrast when it comes first (or nothing separates it from
-        # brightness), compose into one table computed in float.
-        table = _IDENTITY
-        if params.brightness is not None:
-            table = np.clip(table + params.brightness, 0, 255)
+        # Brightness, and contrast when it comes first (or nothing separates the two), are one
+        # affine map (x + b) * c, saturated once at the end like ssd.pytorch's float values.
         contrast_after = params.contrast is not None and not params.contrast_first and hsv
+        alpha, beta = 1.0, 0.0
+        if params.brightness is not None:
+            beta = float(params.brightness)
         if params.contrast is not None and not contrast_after:
-            table = np.clip(table * params.contrast, 0, 255)
+            alpha, beta = float(params.contrast), beta * float(params.contrast)
         out = image
-        if table is not _IDENTITY:
-            out = cv2.LUT(out, _saturate(table))
+        if alpha != 1.0 or beta != 0.0:
+            out = cv2.addWeighted(out, alpha, out, 0.0, beta)
         if hsv:
             out = cv2.cvtColor(out, cv2.COLOR_BGR2HSV_FULL)
-            hs = np.empty((256, 1, 3), dtype=np.uint8)
-            hs[:, 0, 0] = (np.arange(256) + _hue_units(params.hue)) % 256
-            sat = 1.0 if params.saturation is None else params.saturation
-            hs[:, 0, 1] = _saturate(_IDENTITY * sat)
-            hs[:, 0, 2] = np.arange(256)
-            out = cv2.cvtColor(cv2.LUT(out, hs), cv2.COLOR_HSV2BGR_FULL)
+            units = _hue_units(params.hue)
+            if params.saturation is None:  # hue only: wrap-around uint8 add in place
+                np.add(out[:, :, 0], np.uint8(units % 256), out=out[:, :, 0])
+            else:
+                table = np.empty((256, 1, 3), dtype=np.uint8)
+                table[:, 0, 0] = (np.arange(256) + units) % 256
+                table[:, 0, 1] = _saturate(_IDENTITY * params.saturation)
+                table[:, 0, 2] = np.arange(256)
+                out = cv2.LUT(out, table)
+            out = cv2.cvtColor(out, cv2.COLOR_HSV2BGR_FULL)
         if contrast_after:
-            out = cv2.LUT(out, _saturate(_IDENTITY * params.contrast))
+            out = cv2.addWeighted(out, float(params.contrast), out, 0.0, 0.0)
         if params.channel_order is not None:
             out = permute_channels(out, params.channel_order)
         return out
