@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 from .box_utils import match_indexed
 from .config import voc
 
-__all__ = ["MultiBoxLoss", "pad_targets"]
+__all__ = ["MultiBoxLoss", "hard_negatives", "pad_targets"]
 
 
 def pad_targets(targets: Sequence[torch.Tensor], device: torch.device | str | None = None,
@@ -121,6 +121,43 @@ class _PerRowCrossEntropy(torch.autograd.Function):
         return grad_logits, None
 
 
+def hard_negatives(mining: torch.Tensor, num_neg: torch.Tensor,
+                   allow_topk: bool = False) -> torch.Tensor:
+    """ssd.pytorch's negative selection: ``rank < num_neg`` in a descending sort of each row.
+
+    Args:
+        mining: ``[B, P]`` per-prior losses (positives already set to 0).
+        num_neg: ``[B, 1]`` int64 number of priors to keep per row.
+        allow_topk: try the cheaper ``topk`` route first (it needs the largest ``num_neg`` on
+            the host, free on the CPU but a synchronisation on a GPU, where sorting is cheap).
+
+    Returns:
+        ``[B, P]`` bool mask. ``sort`` decides how equal values straddling a row's cut are split;
+        the ``topk`` route is only taken when no such tie exists, where the kept set is the
+        same whatever the order of ties, and falls back to the sort otherwise.
+    """
+    n_priors = mining.size(1)
+    if allow_topk:
+        k = int(num_neg.max()) if num_neg.numel() else 0
+        if k == 0:
+            return torch.zeros_like(mining, dtype=torch.bool)
+        if k <= n_priors // 4:  # beyond that, topk is no cheaper than the sort
+            top = mining.topk(k, dim=1).values  # [B, k], descending
+            cut = top.gather(1, (num_neg - 1).clamp(min=0))  # each row's num_neg-th largest
+            at_or_above = mining >= cut
+            has = num_neg > 0
+            # The num_neg-th largest value is unique at the cut exactly when num_neg values
+            # reach it; otherwise the sort's tie order matters and the sort decides.
+            if bool(((at_or_above.sum(1, keepdim=True) == num_neg) | ~has).all()):
+                return at_or_above & has
+    _, order = mining.sort(dim=1, descending=True)
+    # ssd.pytorch sorted `order` again to get each prior's rank; the inverse permutation is the
+    # same thing, scattered instead of sorted.
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_priors, device=mining.device).expand_as(order))
+    return rank < num_neg
+
+
 class MultiBoxLoss(nn.Module):
     """SSD loss with ssd.pytorch's constructor; returns ``(loss_l, loss_c)``.
 
@@ -199,18 +236,13 @@ class MultiBoxLoss(nn.Module):
         ce = _PerRowCrossEntropy.apply(conf.reshape(-1, self.num_classes), conf_t.reshape(-1))
         ce = ce.reshape(batch, n_priors)
 
-        # Hard negative mining on the detached losses, positives counted as 0. The rank of each
-        # prior is the inverse permutation of the descending sort (what ssd.pytorch got from a
-        # second sort of the indices; scattering the inverse is the same permutation, cheaper).
+        # Hard negative mining on the detached losses, positives counted as 0.
         with torch.no_grad():
             mining = ce.detach().masked_fill(pos, 0.0)
-            _, loss_idx = mining.sort(dim=1, descending=True)
-            idx_rank = torch.empty_like(loss_idx)
-            idx_rank.scatter_(1, loss_idx,
-                              torch.arange(n_priors, device=loc.device).expand(batch, n_priors))
             num_pos = pos.long().sum(dim=1, keepdim=True)
-            num_neg = torch.clamp(self.negpos_ratio * num_pos, max=n_priors - 1)
-            selected = pos | (idx_rank < num_neg)
+            num_neg = torch.clamp(self.negpos_ratio * num_pos, max=n_priors - 1).long()
+            selected = pos | hard_negatives(mining, num_neg,
+                                            allow_topk=mining.device.type == "cpu")
 
         loss_c = torch.where(selected, ce, ce.new_zeros(())).sum()
         n_total = num_pos.sum().clamp(min=1).to(loc.dtype)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ssd.box_utils import match
 from ssd.config import voc
-from ssd.loss import MultiBoxLoss, _PerRowCrossEntropy, pad_targets
+from ssd.loss import MultiBoxLoss, _PerRowCrossEntropy, hard_negatives, pad_targets
 from ssd.priors import prior_boxes
 
 VAR = (0.1, 0.2)
@@ -255,3 +255,36 @@ def test_bad_prediction_shapes():
     with pytest.raises(ValueError, match="priors"):
         crit((torch.zeros(1, 9, 4), torch.zeros(1, 9, 4), _grid_priors(2, 0.3)),
              [torch.zeros(0, 5)])
+
+
+def _double_sort_selection(mining, num_neg):
+    """ssd.pytorch's formulation, literally: rank = argsort of the descending sort's indices."""
+    _, loss_idx = mining.sort(1, descending=True)
+    _, idx_rank = loss_idx.sort(1)
+    return idx_rank < num_neg
+
+
+@pytest.mark.parametrize("allow_topk", [False, True])
+@pytest.mark.parametrize("kind", ["continuous", "ties", "many_positives", "no_positives"])
+def test_hard_negatives_equal_the_double_sort(kind, allow_topk, monkeypatch):
+    g = torch.Generator().manual_seed(10)
+    batch, n_priors = 6, 400
+    if kind == "ties":  # few distinct values: ties straddle the cut, the sort must decide
+        mining = torch.randint(0, 4, (batch, n_priors), generator=g).float()
+    else:
+        mining = 5 * torch.rand(batch, n_priors, generator=g)
+    share = {"many_positives": 0.4, "no_positives": 0.0}.get(kind, 0.03)
+    pos = torch.rand(batch, n_priors, generator=g) < share
+    pos[0] = False  # an image without positives: no negatives either
+    mining = mining.masked_fill(pos, 0.0)
+    num_neg = (3 * pos.long().sum(1, keepdim=True)).clamp(max=n_priors - 1)
+    want = _double_sort_selection(mining, num_neg)
+    if allow_topk and kind == "continuous":
+        # no ties at the cut: the topk route must answer without sorting
+        def no_sort(*args, **kwargs):
+            raise AssertionError("sorted although topk sufficed")
+        monkeypatch.setattr(torch.Tensor, "sort", no_sort)
+    got = hard_negatives(mining, num_neg, allow_topk=allow_topk)
+    monkeypatch.undo()
+    assert torch.equal(got, want)
+    assert torch.equal(got.sum(1, keepdim=True), num_neg)
