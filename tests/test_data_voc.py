@@ -325,3 +325,21 @@ def test_skip_bad_skips_counts_and_logs(tmp_path, caplog):
     with pytest.raises(IndexError):
         ds[4]
     assert len(list(iter(ds))) == 4  # the iteration protocol still stops
+
+
+def test_png_dataset_with_unusual_pixel_formats(tmp_path):
+    rng = np.random.default_rng(3)
+    gray16 = rng.integers(0, 65536, (30, 40), dtype=np.uint16)
+    bgra = rng.integers(0, 256, (30, 40, 4), dtype=np.uint8)
+    objs = [{"name": "cat", "box": (2, 2, 20, 20)}]
+    root = make_voc(tmp_path, {"g16": (gray16, voc_xml("g16.png", (40, 30), objs)),
+                               "bgra": (bgra, voc_xml("bgra.png", (40, 30), objs))}, ext=".png")
+    ds = VOCDetection(root, TRAINVAL, image_ext=".png")
+    img, target = ds[0]
+    assert img.shape == (3, 30, 40) and img.dtype == torch.uint8
+    for c in range(3):
+        np.testing.assert_array_equal(img[c].numpy(), (gray16 >> 8).astype(np.uint8))
+    np.testing.assert_array_equal(ds.pull_image(1), bgra[:, :, :3])
+    img, target = VOCDetection(root, TRAINVAL, SSDAugmentation(64, seed=0),
+                               image_ext=".png")[1]
+    assert img.shape == (3, 64, 64) and target.shape[1] == 5

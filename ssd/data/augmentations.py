@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from ..config import MEANS
 from .transforms import subtract_mean
@@ -343,7 +344,7 @@ class SSDAugmentation:
     # --- randomness ----------------------------------------------------------------------
     @staticmethod
     def _process_key() -> tuple[int, int | None]:
-        info = torch.utils.data.get_worker_info()
+        info = get_worker_info()
         return os.getpid(), None if info is None else int(info.seed)
 
     def generator(self) -> np.random.Generator:
