@@ -343,3 +343,12 @@ def test_png_dataset_with_unusual_pixel_formats(tmp_path):
     img, target = VOCDetection(root, TRAINVAL, SSDAugmentation(64, seed=0),
                                image_ext=".png")[1]
     assert img.shape == (3, 64, 64) and target.shape[1] == 5
+
+
+def test_annotation_transform_called_directly_like_ssd_pytorch():
+    xml = voc_xml("x.jpg", None, [{"name": "dog", "box": (0, 5, 130, 50)}])  # no <size>
+    t = VOCAnnotationTransform()
+    root = ET.fromstring(xml)
+    assert t(root, 1, 1) == [[0, 4, 129, 49, 11]]  # pixels minus 1; size unknown: no upper clip
+    assert t(root, 100, 50) == [[0, 4 / 50, 99 / 100, 49 / 50, 11]]  # clipped to 100x50
+    assert t(ET.ElementTree(root), 1, 1, image_size=(120, 60)) == [[0, 4, 119, 49, 11]]

@@ -94,14 +94,19 @@ class VOCAnnotationTransform:
             target: the XML root element (or tree).
             width, height: divisors of the x and y coordinates (1, 1 gives pixel coordinates).
             image_size: ``(W, H)`` in pixels to clip boxes to; default the XML's ``<size>``,
-                else ``(width, height)``.
+                else ``(width, height)`` unless both are 1 (then only negative coordinates
+                are clipped, to 0).
             source: file name used in messages (default: the XML's ``<filename>``).
         """
         if isinstance(target, ET.ElementTree):
             target = target.getroot()
         source = source or target.findtext("filename") or "<annotation>"
-        clip = image_size or xml_image_size(target) or (width, height)
-        max_x, max_y = float(clip[0]) - 1.0, float(clip[1]) - 1.0
+        # The image size to clip to; (1, 1) divisors (pixel output) say nothing about it.
+        clip = image_size or xml_image_size(target)
+        if clip is None and (width, height) != (1, 1):
+            clip = (width, height)
+        max_x = float(clip[0]) - 1.0 if clip else math.inf
+        max_y = float(clip[1]) - 1.0 if clip else math.inf
         res: list[list[float]] = []
         dropped = 0
         for k, obj in enumerate(target.iter("object")):
