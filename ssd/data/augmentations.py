@@ -11,10 +11,10 @@ pixels are computed, not what is drawn:
 * photometric operations run on uint8 pixels (values saturate at 0 and 255 after each stage,
   where ssd.pytorch's float32 pipeline let them run out of range): brightness and a contrast
   that directly follows it are one affine map ``(x + delta) * alpha`` (``cv2.addWeighted``),
-  saturated once; saturation and hue are applied in OpenCV's 8-bit
-  full-range HSV (hue 0-255 for 0-360 degrees, so the +-18 degree hue delta is +-13 units,
-  rounded to whole units of 1.41 degrees); they are pointwise, so applying them to the patch
-  instead of the whole image changes nothing. The mean-filled canvas is not distorted, as in
+  saturated once; saturation and hue are applied in OpenCV's 8-bit full-range HSV (hue 0-255
+  for 0-360 degrees, so the +-18 degree hue delta is +-13 units, rounded to whole units of
+  1.41 degrees); all are pointwise, so applying them to the patch instead of the whole image
+  changes nothing. The mean-filled canvas is not distorted, as in
   ssd.pytorch;
 * one resize of the uint8 patch, then one conversion to float32 with the mean subtracted.
 
