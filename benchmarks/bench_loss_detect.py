@@ -5,7 +5,8 @@ Run: ``python benchmarks/bench_loss_detect.py [--device cuda] [--runs 7] [--thre
 Prints the median and the best wall time of several runs after warm-up, in milliseconds.
 ``--baseline`` also times loop-based versions written here after ssd.pytorch's algorithm
 (a matching call per image, global-max log-sum-exp, boolean-mask selections; a Python greedy
-NMS per image and class), so that both are measured under the same machine load.
+NMS per image and class), interleaved round by round with ours so that both see the same
+machine load (at most 3 rounds for the slow Detect baseline).
 """
 
 from __future__ import annotations
@@ -33,19 +34,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device, runs: int,
-          warmup: int = 2) -> tuple[float, float]:
-    """(median, best) wall time of ``fn()`` in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times), min(times)
+def timed(fns: list[Callable[[], object]], device: torch.device, runs: list[int],
+          warmup: int = 1) -> list[tuple[float, float]]:
+    """(median, best) wall time in ms of each ``fn()``, runs interleaved round by round so that
+    all of them see the same machine load; ``runs[i]`` rounds for ``fns[i]``."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for round_ in range(max(runs)):
+        for i, fn in enumerate(fns):
+            if round_ >= runs[i]:
+                continue
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[i].append((time.perf_counter() - start) * 1000)
+    return [(statistics.median(t), min(t)) for t in times]
 
 
 def random_targets(batch: int, gen: torch.Generator, max_objects: int = 10,
@@ -170,9 +176,18 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {device} ({where})")
     n_cls = voc["num_classes"]
 
-    def report(name: str, fn: Callable[[], object]) -> None:
-        med, best = timed(fn, device, args.runs)
-        print(f"{name:<46} median {med:8.1f} ms   best {best:8.1f} ms")
+    def report(name: str, fn: Callable[[], object], base: Callable[[], object],
+               base_runs: int) -> None:
+        fns, runs = [fn], [args.runs]
+        if args.baseline:
+            fns.append(base)
+            runs.append(min(args.runs, base_runs))
+        results = timed(fns, device, runs)
+        print(f"{name:<46} median {results[0][0]:8.1f} ms   best {results[0][1]:8.1f} ms")
+        if args.baseline:
+            med, best = results[1]
+            print(f"{'  loop baseline, same rounds':<46} median {med:8.1f} ms   best {best:8.1f} ms"
+                  f"   (median ratio {med / results[0][0]:.1f}x)")
 
     loc, conf, priors, targets = loss_inputs(device)
     criterion = MultiBoxLoss(n_cls, 0.5, True, 0, True, 3, 0.5, False, device.type == "cuda")
@@ -186,19 +201,15 @@ def main() -> None:
         return step
 
     report("MultiBoxLoss fwd+bwd, batch 32",
-           loss_step(lambda: criterion((loc, conf, priors), targets)))
-    if args.baseline:
-        report("  baseline (loop, ssd.pytorch algorithm)",
-               loss_step(lambda: baseline_loss(loc, conf, priors, targets, n_cls)))
+           loss_step(lambda: criterion((loc, conf, priors), targets)),
+           loss_step(lambda: baseline_loss(loc, conf, priors, targets, n_cls)), args.runs)
     for peaked in (False, True):
         d_loc, d_conf, d_priors = detect_inputs(device, peaked)
         n_cand = int((d_conf[..., 1:] > 0.01).sum())
         label = "peaked scores" if peaked else "random logits"
         inputs = (d_loc, d_conf, d_priors, n_cls)
-        report(f"Detect, batch 8, {label} ({n_cand} cand.)", lambda a=inputs: detect(*a))
-        if args.baseline:
-            report("  baseline (per image/class Python NMS)",
-                   lambda a=inputs: baseline_detect(*a))
+        report(f"Detect, batch 8, {label} ({n_cand} cand.)", lambda a=inputs: detect(*a),
+               lambda a=inputs: baseline_detect(*a), 3)
 
 
 if __name__ == "__main__":
