@@ -94,15 +94,18 @@ def detect(loc: torch.Tensor, conf: torch.Tensor, priors: torch.Tensor, num_clas
     if max_per_image is not None:
         keep_mask = _cap_per_image(keep_mask, top_scores, max_per_image)
 
-    # Kept rows move up to their rank among the kept rows of their group; dropped rows go to a
-    # scratch slot k that is cut off afterwards.
-    rank = keep_mask.cumsum(dim=2) - 1
-    dest = torch.where(keep_mask, rank, torch.full_like(rank, k))
+    # Kept rows move up to their rank among the kept rows of their group, dropped rows to
+    # scratch slots k.. that are cut off afterwards: every row has its own slot, so the
+    # scatter is a permutation (deterministic on every device).
+    kept_upto = keep_mask.cumsum(dim=2)
+    position = torch.arange(1, k + 1, device=device)
+    dest = torch.where(keep_mask, kept_upto - 1, k + position - kept_upto - 1)
     rows = torch.cat((top_scores[..., None], top_boxes), dim=3)
-    rows = rows.masked_fill(~keep_mask[..., None], 0.0)
-    packed = torch.zeros(batch, n_cls, k + 1, 5, dtype=dtype, device=device)
+    packed = torch.empty(batch, n_cls, 2 * k, 5, dtype=dtype, device=device)
     packed.scatter_(2, dest[..., None].expand(-1, -1, -1, 5), rows)
-    out[:, cls_idx, :k] = packed[:, :, :k]
+    count = kept_upto[..., -1:]  # [B, C', 1]
+    packed = packed[:, :, :k].masked_fill_((position <= count)[..., None].logical_not(), 0.0)
+    out[:, cls_idx, :k] = packed
     return out
 
 

@@ -161,3 +161,14 @@ def test_far_negative_boxes_keep_classes_apart():
     got = detect(loc, conf, priors, 3, conf_thresh=0.01)
     assert got[0, 1, 0, 0] == 0.6 and got[0, 2, 0, 0] == 0.3
     torch.testing.assert_close(got, reference_detect(loc, conf, priors, 3), rtol=0, atol=1e-6)
+
+
+def test_runs_under_deterministic_algorithms():
+    loc, conf, priors = _inputs(batch=2, n_priors=60, num_classes=4, seed=29)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        got = detect(loc, conf, priors, 4, conf_thresh=0.05, max_per_image=12)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert torch.equal(got, detect(loc, conf, priors, 4, conf_thresh=0.05, max_per_image=12))

@@ -288,3 +288,23 @@ def test_hard_negatives_equal_the_double_sort(kind, allow_topk, monkeypatch):
     monkeypatch.undo()
     assert torch.equal(got, want)
     assert torch.equal(got.sum(1, keepdim=True), num_neg)
+
+
+def test_runs_under_deterministic_algorithms():
+    g = torch.Generator().manual_seed(11)
+    priors = _grid_priors(6, 0.3)
+    targets = _random_targets(g, [2, 0, 1], 4)
+    loc = torch.randn(3, 36, 4, generator=g, requires_grad=True)
+    conf = torch.randn(3, 36, 4, generator=g, requires_grad=True)
+    crit = make_loss(4)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        got = crit((loc, conf, priors), targets)
+        grads = torch.autograd.grad(sum(got), (loc, conf))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    want = crit((loc, conf, priors), targets)
+    assert torch.equal(torch.stack(got), torch.stack(want))
+    for a, b in zip(grads, torch.autograd.grad(sum(want), (loc, conf))):
+        assert torch.equal(a, b)
