@@ -110,7 +110,8 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
                    help="legacy ssd.pytorch flag: --cuda true/false (overrides --device auto)")
-    p.add_argument("--batch_size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--batch_size", type=int, default=8,
+                   help="images per forward pass (default: 8)")
     p.add_argument("--num_workers", type=int, default=None,
                    help="data loading processes (default: 0 on CPU, where image loading is "
                         "under 1%% of the time and workers would take cores from the network; "
