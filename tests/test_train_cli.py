@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,18 @@ SAMPLE = REPO / "data" / "samples" / "voc_mini" / "VOCdevkit" / "VOC2007"
 IDS = ["2007_000027", "2007_000032", "2007_000033"]
 
 
-def _voc_subset(root: Path, ids: list[str]) -> Path:
-    """A VOCdevkit with only ``ids`` in VOC2007 trainval (copies of the sample files)."""
+def _voc_subset(root: Path, ids: list[str], test_ids: tuple[str, ...] = ()) -> Path:
+    """A VOCdevkit with only ``ids`` in VOC2007 trainval and ``test_ids`` in test (copies of
+    the sample files)."""
     voc = root / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True, exist_ok=True)
-    for i in ids:
+    for i in (*ids, *test_ids):
         shutil.copy(SAMPLE / "JPEGImages" / f"{i}.jpg", voc / "JPEGImages")
         shutil.copy(SAMPLE / "Annotations" / f"{i}.xml", voc / "Annotations")
     (voc / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids) + "\n")
+    if test_ids:
+        (voc / "ImageSets" / "Main" / "test.txt").write_text("\n".join(test_ids) + "\n")
     return root
 
 
@@ -87,10 +91,11 @@ def _load(path: Path) -> dict:
 # ----------------------------------------------------------------------------- short runs
 
 def test_from_scratch_writes_loadable_files_and_survives_no_visdom(tmp_path, capsys):
-    root = _voc_subset(tmp_path / "data", IDS[:1])  # one image: every iteration ends an epoch
+    # One image: every iteration ends an epoch. One test image for the --eval_every hook.
+    root = _voc_subset(tmp_path / "data", IDS[:1], test_ids=(IDS[1],))
     out = tmp_path / "weights"
     code = _main(_args(root, out, "--max_iter", "2", "--checkpoint_every", "1", "--visdom",
-                       "--visdom_port", str(_free_port())))
+                       "--visdom_port", str(_free_port()), "--eval_every", "2"))
     err = capsys.readouterr().err
     assert code == 0, err
     assert err.count("visdom:") == 1 and "training goes on" in err  # one warning, no crash
@@ -109,7 +114,8 @@ def test_from_scratch_writes_loadable_files_and_survives_no_visdom(tmp_path, cap
     assert len(ck["optimizer"]["state"]) == len(final)  # momentum for every parameter
 
     recs = read_metrics(out / "ssd300_VOC_metrics.jsonl")
-    assert [r["type"] for r in recs] == ["start", "train", "epoch", "train", "epoch"]
+    assert [r["type"] for r in recs] == ["start", "train", "epoch", "train", "epoch", "eval"]
+    assert recs[-1]["iter"] == 2 and recs[-1]["num_images"] == 1 and "mAP" in recs[-1]
     train = [r for r in recs if r["type"] == "train"]
     assert [r["iter"] for r in train] == [1, 2] and all(r["loss"] > 0 for r in train)
     assert all(abs(r["loss"] - r["loss_l"] - r["loss_c"]) < 1e-4 for r in train)
@@ -222,8 +228,10 @@ def test_visdom_plots_arrive_on_a_local_server(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 0, err
         assert "visdom:" not in err
-        vis = visdom.Visdom(port=port, env="ssdtest", use_incoming_socket=False,
-                            raise_exceptions=True)
+        with warnings.catch_warnings():  # visdom's own Logger.warn call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            vis = visdom.Visdom(port=port, env="ssdtest", use_incoming_socket=False,
+                                raise_exceptions=True)
         it = json.loads(vis.get_window_data("ssd300_VOC_iteration_loss", "ssdtest"))
         ep = json.loads(vis.get_window_data("ssd300_VOC_epoch_loss", "ssdtest"))
         traces = it["content"]["data"]
@@ -244,24 +252,24 @@ def test_visdom_plots_arrive_on_a_local_server(tmp_path, capsys):
 def test_loss_decreases_when_overfitting_two_images(tmp_path, capsys):
     root = _voc_subset(tmp_path / "data", IDS[:2])
     out = tmp_path / "w"
-    n = 15
+    n = 12
+    # Clipping keeps SGD from scratch (no pretrained base here) from bouncing.
     code = _main(_args(root, out, "--batch_size", "2", "--no_augment", "--max_iter", str(n),
                        "--checkpoint_every", "0", "--lr", "1e-3", "--clip_grad", "10"))
     assert code == 0, capsys.readouterr().err
     train = [r for r in read_metrics(out / "ssd300_VOC_metrics.jsonl") if r["type"] == "train"]
-    loss = [r["loss"] for r in train]
-    loc = [r["loss_l"] for r in train]
-    assert len(loss) == n
+    loss = [r["loss"] for r in train]  # the same batch every time: one loss curve
+    assert len(loss) == n and all(r["grad_norm"] > 0 for r in train)
     last = sum(loss[-5:]) / 5
     assert last < 0.7 * loss[0], loss
-    assert last < loss[1], loss  # still going down after the first step
-    assert sum(loc[-5:]) / 5 < 0.85 * loc[1], loc
+    assert last < 0.8 * loss[1], loss  # still going down well after the first step
+    assert loss[-1] < loss[n // 2 - 1], loss
 
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     root = _voc_subset(tmp_path / "data", IDS)  # 3 images, batch 1: epochs of 3 iterations
-    common = ["--max_iter", "4", "--checkpoint_every", "1", "--seed", "7"]  # with augmentation
+    common = ["--max_iter", "4", "--checkpoint_every", "2", "--seed", "7"]  # with augmentation
     a, b = tmp_path / "a", tmp_path / "b"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two runs side by side on a small machine
     # The reference also checks that --resume auto in an empty folder starts fresh.
@@ -270,7 +278,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     victim = subprocess.Popen(_train_cmd(*_args(root, b, *common)), stderr=subprocess.PIPE,
                               text=True, env=env)
     _wait_for(lambda: (b / "ssd300_VOC_2.ckpt").exists(), victim)
-    victim.send_signal(signal.SIGKILL)  # mid-epoch: 2 of 3 batches done
+    victim.send_signal(signal.SIGKILL)  # during iteration 3; checkpoint 2 is mid-epoch
     victim.wait(60)
     assert victim.returncode == -signal.SIGKILL
     _, ref_err = ref.communicate(timeout=900)
@@ -316,7 +324,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     out = tmp_path / "w"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train.py"), *_args(root, out, "--max_iter", "2", "--checkpoint_every", "1")]
+           str(REPO / "train.py"), *_args(root, out, "--max_iter", "2", "--checkpoint_every", "0")]
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env, timeout=900,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -239,3 +239,15 @@ def test_visdom_failure_is_one_warning_and_training_goes_on(caplog):
     warnings = [r for r in caplog.records if "visdom" in r.getMessage()]
     assert len(warnings) == 1 and "server went away" in warnings[0].getMessage()
     assert client.calls == 1 and not vis.enabled
+
+
+def test_bf16_autocast_trains_on_cpu():
+    tr = _trainer(3, amp="bf16")
+    before = tr.model.weight.detach().clone()
+    seen = []
+    model_forward = tr.model.forward
+    tr.model.forward = lambda x: seen.append(model_forward(x).dtype) or model_forward(x)
+    assert tr.run() == "finished"
+    assert seen and all(d == torch.bfloat16 for d in seen)  # autocast was on
+    assert tr.model.weight.dtype == torch.float32 and not torch.equal(before, tr.model.weight)
+    assert torch.isfinite(tr.model.weight).all()

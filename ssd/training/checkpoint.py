@@ -204,12 +204,14 @@ class CheckpointWriter:
         written = [save_checkpoint({**state, **self.extra},
                                    checkpoint_path(self.folder, self.prefix, iteration))]
         self.last_checkpoint = written[0]
-        self.last_weights = atomic_save(state["model"],
-                                        weights_path(self.folder, self.prefix, iteration))
+        # Plain files load anywhere with a bare torch.load: CPU, contiguous (not channels-last).
+        plain = {k: v.detach().to("cpu", memory_format=torch.contiguous_format)
+                 for k, v in state["model"].items()}
+        self.last_weights = atomic_save(plain, weights_path(self.folder, self.prefix, iteration))
         written.append(self.last_weights)
         if final:
             self.final_weights = atomic_save(
-                state["model"], final_weights_path(self.folder, self.dataset, self.size))
+                plain, final_weights_path(self.folder, self.dataset, self.size))
             written.append(self.final_weights)
         prune_checkpoints(self.folder, self.prefix, self.keep)
         return written

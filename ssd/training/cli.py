@@ -25,9 +25,9 @@ from .checkpoint import (
     CheckpointError,
     CheckpointWriter,
     NonFiniteWeightsError,
+    final_weights_path,
     find_latest_checkpoint,
     is_training_checkpoint,
-    list_checkpoints,
     read_checkpoint_file,
     run_prefix,
 )
@@ -404,14 +404,14 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
             metrics.close()
 
     if dist.is_main and writer is not None:
-        if writer.last_checkpoint is not None:
-            print(f"checkpoint: {writer.last_checkpoint}", file=sys.stderr)
-            print(f"weights (ssd.pytorch format): {writer.final_weights or writer.last_weights}",
-                  file=sys.stderr)
-        elif outcome == "finished":
-            found = list_checkpoints(args.save_folder, prefix)
-            if found:
-                print(f"checkpoint: {found[-1][0]}", file=sys.stderr)
+        last = writer.last_checkpoint or find_latest_checkpoint(args.save_folder, prefix)
+        final = final_weights_path(args.save_folder, args.dataset, size)
+        weights = writer.final_weights or writer.last_weights or (
+            final if outcome == "finished" and final.exists() else None)
+        if last is not None:
+            print(f"checkpoint: {last}", file=sys.stderr)
+        if weights is not None:
+            print(f"weights (ssd.pytorch format): {weights}", file=sys.stderr)
     if outcome == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK

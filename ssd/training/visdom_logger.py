@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -22,12 +23,15 @@ LOSS_LEGEND = ["Loc Loss", "Conf Loss", "Total Loss"]
 
 @contextlib.contextmanager
 def _quiet(logger_name: str) -> Iterator[None]:
-    # The visdom client logs its own connection errors; ours is the one warning users see.
+    # The visdom client logs its own connection errors (through the deprecated Logger.warn);
+    # ours is the one warning users see.
     logger = logging.getLogger(logger_name)
     old = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
     finally:
         logger.setLevel(old)
 
