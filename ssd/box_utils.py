@@ -102,10 +102,14 @@ def encode(matched: torch.Tensor, priors: torch.Tensor,
         ``[..., P, 4]`` ``((gcx - pcx) / (v0 pw), (gcy - pcy) / (v0 ph), log(gw / pw) / v1,
         log(gh / ph) / v1)``.
     """
-    g_cxcy = (matched[..., :2] + matched[..., 2:]) / 2 - priors[..., :2]
-    g_cxcy = g_cxcy / (variances[0] * priors[..., 2:])
-    g_wh = (matched[..., 2:] - matched[..., :2]) / priors[..., 2:]
-    g_wh = torch.log(g_wh) / variances[1]
+    return _encode_center_size(center_size(matched), priors, variances)
+
+
+def _encode_center_size(matched: torch.Tensor, priors: torch.Tensor,
+                        variances: Sequence[float]) -> torch.Tensor:
+    """:func:`encode` of boxes already in centre form (the same float operations, in order)."""
+    g_cxcy = (matched[..., :2] - priors[..., :2]) / (variances[0] * priors[..., 2:])
+    g_wh = torch.log(matched[..., 2:] / priors[..., 2:]) / variances[1]
     return torch.cat((g_cxcy, g_wh), dim=-1)
 
 
@@ -220,12 +224,13 @@ def match_indexed(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
     is_real = is_real.view(batch, n_gt)
     # Padding rows become a unit box so that the (unused) targets of empty images stay finite.
     unit = (torch.arange(4, device=device) >= 2).to(truths.dtype)  # (0, 0, 1, 1), no copy
-    safe_truths = torch.where(is_real[..., None], truths, unit)
+    # Centre form per GT (a few boxes) rather than per prior: encode's first steps, done once.
+    safe_truths = center_size(torch.where(is_real[..., None], truths, unit))
     matches = safe_truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
     conf = labels.gather(1, best_truth_idx).long() + 1
     background = (best_truth_overlap < threshold) | ~is_real.gather(1, best_truth_idx)
     conf = conf.masked_fill_(background, 0)
-    loc = encode(matches, priors, variances)
+    loc = _encode_center_size(matches, priors, variances)
     return loc, conf
 
 
