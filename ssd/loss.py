@@ -100,25 +100,37 @@ class _PerRowCrossEntropy(torch.autograd.Function):
     """``-log_softmax(logits)[target]`` per row, ``[M, C], [M] -> [M]``.
 
     The same values and gradients as ``F.cross_entropy(..., reduction="none")``, with a
-    backward of one pass (``softmax - onehot``, scaled) instead of three: the loss evaluates it
-    for every prior of the batch, but only a few of them get a non-zero gradient.
+    one-pass backward (``softmax - onehot``, scaled). The loss evaluates it for every prior of
+    the batch but only a few percent of them get a gradient; with ``sparse_backward`` only
+    those rows are computed (finding them costs a synchronisation on a GPU, nothing on the CPU).
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor,
+                sparse_backward: bool = False) -> torch.Tensor:
         log_probs = torch.log_softmax(logits, dim=1)
         ctx.save_for_backward(log_probs, target)
+        ctx.sparse_backward = sparse_backward
         return log_probs.gather(1, target[:, None]).squeeze(1).neg_()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         log_probs, target = ctx.saved_tensors
-        grad_logits = log_probs.exp()
-        minus_one = grad_logits.new_full((target.numel(), 1), -1.0)
-        grad_logits.scatter_add_(1, target[:, None], minus_one)
-        grad_logits.mul_(grad[:, None])
-        return grad_logits, None
+        if ctx.sparse_backward:
+            rows = grad.nonzero().squeeze(1)
+            part = _softmax_minus_onehot(log_probs[rows], target[rows]).mul_(grad[rows, None])
+            grad_logits = torch.zeros_like(log_probs)
+            grad_logits[rows] = part
+        else:
+            grad_logits = _softmax_minus_onehot(log_probs, target).mul_(grad[:, None])
+        return grad_logits, None, None
+
+
+def _softmax_minus_onehot(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[M, C]`` gradient of the cross entropy w.r.t. the logits, from the log-probabilities."""
+    out = log_probs.exp()
+    return out.scatter_add_(1, target[:, None], out.new_full((target.numel(), 1), -1.0))
 
 
 def hard_negatives(mining: torch.Tensor, num_neg: torch.Tensor,
@@ -233,7 +245,8 @@ class MultiBoxLoss(nn.Module):
         loss_l = torch.where(pos[..., None], loss_l, loss_l.new_zeros(())).sum()
 
         # Per-prior cross entropy, numerically stable (log-softmax).
-        ce = _PerRowCrossEntropy.apply(conf.reshape(-1, self.num_classes), conf_t.reshape(-1))
+        ce = _PerRowCrossEntropy.apply(conf.reshape(-1, self.num_classes), conf_t.reshape(-1),
+                                       conf.device.type == "cpu")
         ce = ce.reshape(batch, n_priors)
 
         # Hard negative mining on the detached losses, positives counted as 0.

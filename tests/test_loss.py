@@ -207,15 +207,22 @@ def test_float64_stays_float64_and_gradcheck():
                                     fast_mode=True)
 
 
-def test_per_row_cross_entropy_matches_torch():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_per_row_cross_entropy_matches_torch(sparse):
     g = torch.Generator().manual_seed(9)
     x = torch.randn(20, 5, generator=g, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 5, (20,), generator=g)
-    torch.testing.assert_close(_PerRowCrossEntropy.apply(x, t),
+    torch.testing.assert_close(_PerRowCrossEntropy.apply(x, t, sparse),
                                F.cross_entropy(x, t, reduction="none"))
-    assert torch.autograd.gradcheck(lambda a: _PerRowCrossEntropy.apply(a, t), (x,))
+    assert torch.autograd.gradcheck(lambda a: _PerRowCrossEntropy.apply(a, t, sparse), (x,))
+    # a gradient on some rows only (the loss's case): equal to torch's
+    weight = (torch.rand(20, generator=g) < 0.3).double() * torch.rand(20, generator=g)
+    got = torch.autograd.grad((_PerRowCrossEntropy.apply(x, t, sparse) * weight).sum(), x)[0]
+    want = torch.autograd.grad((F.cross_entropy(x, t, reduction="none") * weight).sum(), x)[0]
+    torch.testing.assert_close(got, want)
+    assert (got[weight == 0] == 0).all()
     big = torch.tensor([[1000.0, 0.0, -1000.0]])  # stable for huge logits
-    assert torch.isfinite(_PerRowCrossEntropy.apply(big, torch.tensor([2]))).all()
+    assert torch.isfinite(_PerRowCrossEntropy.apply(big, torch.tensor([2]), sparse)).all()
 
 
 def test_pad_targets_layout():
