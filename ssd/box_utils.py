@@ -226,7 +226,9 @@ def match_indexed(threshold: float, truths: torch.Tensor, labels: torch.Tensor,
     unit = (torch.arange(4, device=device) >= 2).to(truths.dtype)  # (0, 0, 1, 1), no copy
     # Centre form per GT (a few boxes) rather than per prior: encode's first steps, done once.
     safe_truths = center_size(torch.where(is_real[..., None], truths, unit))
-    matches = safe_truths.gather(1, best_truth_idx[..., None].expand(batch, n_priors, 4))
+    flat_idx = best_truth_idx + torch.arange(batch, device=device)[:, None] * n_gt
+    matches = safe_truths.reshape(-1, 4).index_select(0, flat_idx.reshape(-1))
+    matches = matches.view(batch, n_priors, 4)
     conf = labels.gather(1, best_truth_idx).long() + 1
     background = (best_truth_overlap < threshold) | ~is_real.gather(1, best_truth_idx)
     conf = conf.masked_fill_(background, 0)

@@ -239,10 +239,11 @@ class MultiBoxLoss(nn.Module):
                                           real_index, priors, self.variance)
         pos = conf_t > 0  # [B, P]
 
-        # Localisation: smooth L1 over the positive priors. `where` (not a product) keeps
-        # non-finite targets of unused priors from turning into NaN.
-        loss_l = F.smooth_l1_loss(loc, loc_t, reduction="none", beta=1.0)
-        loss_l = torch.where(pos[..., None], loss_l, loss_l.new_zeros(())).sum()
+        # Localisation: smooth L1 over the positive priors. The other priors get their own
+        # prediction as target: a zero term with a zero gradient (for finite predictions), and
+        # no per-prior loss tensor to build and differentiate.
+        target_l = torch.where(pos[..., None], loc_t, loc.detach())
+        loss_l = F.smooth_l1_loss(loc, target_l, reduction="sum", beta=1.0)
 
         # Per-prior cross entropy, numerically stable (log-softmax).
         ce = _PerRowCrossEntropy.apply(conf.reshape(-1, self.num_classes), conf_t.reshape(-1),
