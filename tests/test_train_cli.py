@@ -252,7 +252,7 @@ def test_visdom_plots_arrive_on_a_local_server(tmp_path, capsys):
 def test_loss_decreases_when_overfitting_two_images(tmp_path, capsys):
     root = _voc_subset(tmp_path / "data", IDS[:2])
     out = tmp_path / "w"
-    n = 12
+    n = 10
     # Clipping keeps SGD from scratch (no pretrained base here) from bouncing.
     code = _main(_args(root, out, "--batch_size", "2", "--no_augment", "--max_iter", str(n),
                        "--checkpoint_every", "0", "--lr", "1e-3", "--clip_grad", "10"))
