@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssd.training.args import COCO_ROOT, VOC_ROOT, parse_args, parse_train_sets, str2bool
+from ssd.data import COCO_ROOT, VOC_ROOT
+from ssd.training.args import parse_args, parse_train_sets, str2bool
 from ssd.training.checkpoint import (
     CheckpointError,
     CheckpointWriter,

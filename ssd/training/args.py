@@ -9,16 +9,11 @@ where the files are opened.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Sequence
 
 import torch
 
 from ..config import CONFIGS
-
-# ssd.pytorch's data/config.py roots.
-VOC_ROOT = os.path.join(os.path.expanduser("~"), "data", "VOCdevkit")
-COCO_ROOT = os.path.join(os.path.expanduser("~"), "data", "coco")
 
 DEFAULT_TRAIN_SETS = {"VOC": "2007:trainval,2012:trainval", "COCO": "train2017"}
 DEFAULT_EVAL_SETS = {"VOC": "2007:test", "COCO": "val2017"}
@@ -132,19 +127,28 @@ def _add(parser: argparse.ArgumentParser, name: str, *aliases: str, **kw) -> Non
     parser.add_argument(*names, **kw)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones (None/False) whose meaning the help text gives."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train SSD (Single Shot MultiBox Detector). Multi-GPU / multi-node: "
                     "torchrun --nproc_per_node=N train.py ... (batch size is per process).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
 
     g = p.add_argument_group("data (ssd.pytorch flags)")
     _add(g, "--dataset", default="VOC", choices=["VOC", "COCO"], type=str.upper,
          help="dataset format")
     _add(g, "--dataset_root", default=None,
-         help=f"dataset root (VOC: the VOCdevkit folder or its parent; default {VOC_ROOT}; "
-              f"COCO: default {COCO_ROOT})")
+         help="dataset root (VOC: the VOCdevkit folder or its parent, default $SSD_VOC_ROOT "
+              "or ~/data/VOCdevkit; COCO: default $SSD_COCO_ROOT or ~/data/coco)")
     _add(g, "--num_workers", default=4, type=_non_negative_int,
          help="data loading worker processes per training process")
     _add(g, "--batch_size", default=32, type=_positive_int,
@@ -250,6 +254,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         if args.device == "auto":
             args.device = legacy
     if args.dataset_root is None:
+        from ..data import COCO_ROOT, VOC_ROOT  # ssd.pytorch's roots (+ environment overrides)
+
         args.dataset_root = VOC_ROOT if args.dataset == "VOC" else COCO_ROOT
     if args.train_sets is None:
         args.train_sets = DEFAULT_TRAIN_SETS[args.dataset]
