@@ -320,11 +320,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(tmp_path):
-    root = _voc_subset(tmp_path / "data", IDS[:2])
+    root = _voc_subset(tmp_path / "data", IDS[:2], test_ids=(IDS[2],))
     out = tmp_path / "w"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Rank 0 also evaluates at iteration 1 while rank 1 waits: the ranks must stay in step.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "train.py"), *_args(root, out, "--max_iter", "2", "--checkpoint_every", "0")]
+           str(REPO / "train.py"), *_args(root, out, "--max_iter", "2", "--checkpoint_every", "0",
+                                          "--eval_every", "1")]
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env, timeout=900,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -338,3 +340,4 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert [r["type"] for r in recs].count("start") == 1  # rank 0 only
     assert recs[0]["world_size"] == 2
     assert [r["iter"] for r in recs if r["type"] == "train"] == [1, 2]
+    assert [r["iter"] for r in recs if r["type"] == "eval"] == [1, 2]

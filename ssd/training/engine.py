@@ -427,9 +427,8 @@ class Trainer:
                      rec["loss_c"], w.lr, w.images_per_s)
 
     def _evaluate(self) -> None:
-        if self.eval_fn is None:
-            return
-        if self.dist.is_main:
+        # Only rank 0 evaluates (eval_fn may be None elsewhere); every rank meets at the barrier.
+        if self.dist.is_main and self.eval_fn is not None:
             rng = capture_rng(self.device)  # evaluation must not shift training randomness
             t0 = time.perf_counter()
             try:
