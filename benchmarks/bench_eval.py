@@ -3,8 +3,8 @@
 Run: ``python benchmarks/bench_eval.py [--images 16] [--device cpu] [--workers 0 2]
 [--trained_model PATH]``. Uses the VOC sample (``data/samples/voc_mini``, 2007 test).
 
-Measured on the same images, the pipelines alternating ``--repeats`` times (so they see similar
-machine load; each one's best repeat is reported):
+Measured on the same images, chunk by chunk (8 images), every pipeline taking each chunk in
+turn, so that they see the same machine load:
 
 * ``ssd.pytorch-style``: what ssd.pytorch's ``eval.py`` did per image: batch 1, default
   (NCHW) memory format, train-phase forward + softmax, a Python greedy NMS per class
@@ -23,6 +23,7 @@ class: the detect numbers are the worst case for NMS.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import sys
 import tempfile
@@ -96,7 +97,6 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--trained_model", default=None)
-    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     device = torch.device(args.device)
 
@@ -116,32 +116,40 @@ def main() -> None:
     # Warm-up (allocator, oneDNN primitives).
     with torch.inference_mode():
         model(torch.zeros(1, 3, 300, 300, device=device))
-    # Pipelines alternate, repeat after repeat, so changes in machine load hit all of them;
-    # the table gives each one's best repeat.
-    pipelines = [("ssd.pytorch-style loop (batch 1, Python NMS)",
-                  lambda: legacy_eval_loop(model, ds, device)),
-                 ("ours, batch 1, NCHW, 0 workers",
-                  lambda: run_inference(model, ds, device=device, batch_size=1, num_workers=0,
-                                        progress=False).seconds)]
-    results: dict[int, object] = {}
+    model_cl = build_ssd("train", 300, 21)
+    model_cl.load_state_dict(model.state_dict())
+    model_cl.to(device).eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        model_cl(torch.zeros(1, 3, 300, 300, device=device)
+                 .contiguous(memory_format=torch.channels_last))
 
-    def ours_batch8(w: int) -> float:
-        m = build_ssd("train", 300, 21)
-        m.load_state_dict(model.state_dict())
-        r = run_inference(m.to(device), ds, device=device, batch_size=8, num_workers=w,
-                          channels_last=True, progress=False)
-        results[w] = r
-        return r.seconds
-
+    # Paired measurement: the images go in chunks of 8, and every pipeline processes each
+    # chunk before the next chunk starts (in a rotating order), so that the load of a shared
+    # machine hits all pipelines alike. Totals over all chunks are reported.
+    pipelines = [
+        ("ssd.pytorch-style loop (batch 1, NCHW, Python NMS)",
+         lambda sub: legacy_eval_loop(model, sub, device)),
+        ("ours, batch 1, NCHW",
+         lambda sub: run_inference(model, sub, device=device, batch_size=1,
+                                   progress=False).seconds),
+    ]
     for w in args.workers:
-        pipelines.append((f"ours, batch 8, channels-last, {w} workers (eval.py)",
-                          lambda w=w: ours_batch8(w)))
-    times: list[list[float]] = [[] for _ in pipelines]
-    for _ in range(args.repeats):
-        for (_, fn), ts in zip(pipelines, times):
-            ts.append(fn())
-    rows = [(name, min(ts)) for (name, _), ts in zip(pipelines, times)]
-    all_boxes = results[args.workers[0]].all_boxes
+        pipelines.append((
+            f"ours, batch 8, channels-last, {w} workers (eval.py)",
+            lambda sub, w=w: run_inference(model_cl, sub, device=device, batch_size=8,
+                                           num_workers=w, channels_last=True,
+                                           progress=False).seconds))
+    totals = [0.0] * len(pipelines)
+    for k, s0 in enumerate(range(0, n, 8)):
+        sub = copy.copy(ds)
+        sub.ids = ds.ids[s0:s0 + 8]
+        order = list(range(len(pipelines)))
+        order = order[k % len(order):] + order[:k % len(order)]
+        for j in order:
+            totals[j] += pipelines[j][1](sub)
+    rows = [(name, t) for (name, _), t in zip(pipelines, totals)]
+    all_boxes = run_inference(model_cl, ds, device=device, batch_size=8, channels_last=True,
+                              progress=False).all_boxes
     base = rows[0][1]
     print("\n| pipeline | s/image | images/s | speed-up |\n|---|---|---|---|")
     for name, secs in rows:
