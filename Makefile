@@ -28,5 +28,11 @@ lint: $(STAMP)
 demo: $(STAMP)
 	@echo "make demo: not yet (training lands with the training issue)"
 
+bench: $(STAMP)
+	$(PY) benchmarks/bench_forward.py
+	$(PY) benchmarks/bench_loss_detect.py --baseline
+	$(PY) benchmarks/bench_augmentation.py
+	$(PY) benchmarks/bench_eval.py
+
 clean:
 	rm -rf build *.egg-info .pytest_cache
