@@ -78,6 +78,7 @@ def stage_split(model, dataset, device, batch_size: int) -> dict[str, float]:
     model.to(memory_format=torch.channels_last)
     fwd_s = det_s = 0.0
     with torch.inference_mode():
+        model(batches[0][0].to(device).contiguous(memory_format=torch.channels_last))  # warm-up
         for imgs, _, _ in batches:
             x = imgs.to(device).contiguous(memory_format=torch.channels_last)
             t = time.perf_counter()
