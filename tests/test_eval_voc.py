@@ -183,14 +183,27 @@ def test_voc_eval_cache_is_keyed_to_the_image_set(tmp_path):
     assert len(list(cache.glob("*.pkl"))) == 3
 
 
-def test_cache_is_used_when_present(tmp_path):
+def test_cache_is_used_when_present_and_dropped_after_edits(tmp_path, monkeypatch):
+    import os
+
+    import ssd.evaluation.voc as voc
+
     setfile = _write_set(tmp_path, {"a": [("dog", DOG_A, 0)]})
     anno = str(tmp_path / "Annotations/{}.xml")
     first = load_annotations(anno, ["a"], tmp_path / "c", setfile)
-    (tmp_path / "Annotations/a.xml").unlink()  # only the cache can answer now
-    assert load_annotations(anno, ["a"], tmp_path / "c", setfile) == first
-    with pytest.raises(FileNotFoundError, match="a.xml"):
-        load_annotations(anno, ["a"], None, setfile)
+
+    def no_parsing(path):
+        raise AssertionError(f"{path} parsed although it is cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(voc, "parse_rec", no_parsing)
+        assert load_annotations(anno, ["a"], tmp_path / "c", setfile) == first
+    # An edited annotation (new modification time) is parsed again.
+    xml = tmp_path / "Annotations/a.xml"
+    xml.write_text(_xml([("cat", CAT_A, 0)]))
+    st = os.stat(xml)
+    os.utime(xml, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load_annotations(anno, ["a"], tmp_path / "c", setfile)["a"][0]["name"] == "cat"
 
 
 def test_bad_inputs_name_the_file(tmp_path, toy):
@@ -200,6 +213,8 @@ def test_bad_inputs_name_the_file(tmp_path, toy):
         read_det_file(root / "det_bad.txt")
     with pytest.raises(FileNotFoundError, match="det_horse.txt"):
         voc_eval(str(root / "det_{}.txt"), str(root / "Annotations/{}.xml"), setfile, "horse")
+    with pytest.raises(FileNotFoundError, match="zzz.xml"):
+        load_annotations(str(root / "Annotations/{}.xml"), ["zzz"], root / "cache", setfile)
     (root / "Annotations" / "broken.xml").write_text("<annotation><object>")
     with pytest.raises(ValueError, match="broken.xml"):
         parse_rec(root / "Annotations" / "broken.xml")

@@ -118,11 +118,17 @@ def read_imageset(imagesetfile: PathLike) -> list[str]:
 
 def _cache_path(cachedir: PathLike, imagesetfile: PathLike, annopath: str,
                 imagenames: Sequence[str]) -> Path:
-    """Cache file name tied to the image set (its path and contents) and the annotation path."""
+    """Cache file name tied to the image set (its path and contents), the annotation path and
+    the annotation files' modification times (an edited XML invalidates the cache)."""
     h = hashlib.sha1()
     h.update(os.path.abspath(os.fspath(imagesetfile)).encode())
     h.update(b"\0" + annopath.encode() + b"\0")
     h.update("\n".join(imagenames).encode())
+    for name in imagenames:
+        try:
+            h.update(str(os.stat(_fill(annopath, name)).st_mtime_ns).encode())
+        except OSError:
+            h.update(b"-")  # a missing file fails later, when it is parsed
     stem = Path(imagesetfile).stem
     return Path(cachedir) / f"annots_{stem}_{h.hexdigest()[:16]}.pkl"
 
@@ -132,8 +138,9 @@ def load_annotations(annopath: str, imagenames: Sequence[str], cachedir: PathLik
     """Parse the XML of every image (``annopath.format(id)``), optionally through a pickle cache.
 
     The cache lives in ``cachedir`` under a name derived from the image set file's path and
-    contents and from ``annopath``, so a cache written for another set is never reused; a cache
-    that is unreadable or lacks an image is rebuilt.
+    contents, from ``annopath`` and from the XML files' modification times, so a cache written
+    for another set (or before an annotation was edited) is never reused; a cache that is
+    unreadable or lacks an image is rebuilt.
     """
     cache = None
     if cachedir is not None:
