@@ -5,7 +5,7 @@ optimizer, GradScaler and schedule states, the iteration and data position, ever
 RNG states and the run's config/flags. ``iteration`` counts optimizer steps already taken.
 Beside each one a plain ssd.pytorch-format state dict (``ssd300_VOC_<iter>.pth``) is written
 for ``eval.py``/old code, and at the end of training ``<save_folder>/VOC.pth`` as
-ssd.pytorch did. Everything loads with ``torch.load(..., weights_only=True)``.
+ssd.pytorch did. Everything loads with ``torch.load(..., map_location=..., weights_only=True)``.
 """
 
 from __future__ import annotations
