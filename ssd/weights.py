@@ -167,7 +167,7 @@ def load_state_dict_file(path: PathLike, map_location: Any = "cpu",
 
 # ----------------------------------------------------------------------------- loading models
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside DataParallel / DDP / torch.compile wrappers."""
     while True:
         inner = getattr(model, "module", None)
@@ -250,7 +250,7 @@ def load_ssd_weights(model: nn.Module,
     else:
         source = repr(os.fspath(path_or_state_dict))
         state = load_state_dict_file(path_or_state_dict)
-    target = _unwrap(model)
+    target = unwrap_model(model)
     result = _compare(target.state_dict(), state)
     skip = {k for k, _, _ in result.mismatched} | set(result.unexpected)
     loadable = OrderedDict((k, v) for k, v in state.items() if k not in skip)
@@ -283,7 +283,7 @@ def load_base_weights(model: nn.Module,
     else:
         source = repr(os.fspath(path_or_state_dict))
         state = load_state_dict_file(path_or_state_dict, help_text=_BASE_HELP)
-    target = _unwrap(model)
+    target = unwrap_model(model)
     base = getattr(target, "vgg", target)
     state = _base_state(state)
     result = _compare(base.state_dict(), state)

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..weights import unwrap_model
+
 __all__ = [
     "EvalImages",
     "InferenceResult",
@@ -40,17 +42,6 @@ def resolve_device(device: str | torch.device | None = "auto", cuda: bool | None
         raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here "
                          f"(use --device cpu)")
     return dev
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The SSD inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 @contextlib.contextmanager
