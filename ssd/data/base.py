@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import BadSampleError
+from .errors import BadSampleError, DataWarning
 
 logger = logging.getLogger("ssd.data")
 
@@ -112,3 +113,20 @@ def to_chw_rgb_tensor(img: np.ndarray) -> torch.Tensor:
     """``[H, W, 3]`` BGR array -> contiguous ``[3, H, W]`` RGB float32 tensor (one copy)."""
     chw = np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1)[::-1])
     return torch.from_numpy(chw)
+
+
+def clip_box(x1: float, y1: float, x2: float, y2: float, max_x: float,
+             max_y: float) -> tuple[float, float, float, float] | None:
+    """Corners clamped to ``[0, max_x] x [0, max_y]``; ``None`` when no area is left."""
+    x1, x2 = min(max(x1, 0.0), max_x), min(max(x2, 0.0), max_x)
+    y1, y2 = min(max(y1, 0.0), max_y), min(max(y2, 0.0), max_y)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return x1, y1, x2, y2
+
+
+def warn_dropped(source: str, dropped: int) -> None:
+    """One warning per annotation for the boxes :func:`clip_box` rejected."""
+    if dropped:
+        warnings.warn(f"{source}: dropped {dropped} box(es) with no area inside the image",
+                      DataWarning, stacklevel=3)

@@ -7,14 +7,13 @@ import io
 import json
 import math
 import os
-import warnings
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .base import DetectionDataset, Transform
+from .base import DetectionDataset, Transform, clip_box, warn_dropped
 from .classes import COCO_CATEGORY_IDS
-from .errors import BadSampleError, DataWarning, describe
+from .errors import BadSampleError, describe
 from .image_io import read_image
 from .voc import DEFAULT, _Default
 
@@ -63,16 +62,14 @@ class COCOAnnotationTransform:
             if cat not in self.cat_id_to_label:
                 raise BadSampleError(f"{source}: annotation {ann.get('id')} has unknown "
                                      f"category id {cat}", path=source)
-            x1, y1 = min(max(x, 0.0), clip_w), min(max(y, 0.0), clip_h)
-            x2, y2 = min(max(x + w, 0.0), clip_w), min(max(y + h, 0.0), clip_h)
-            if x2 <= x1 or y2 <= y1:
+            box = clip_box(x, y, x + w, y + h, clip_w, clip_h)
+            if box is None:
                 dropped += 1
                 continue
+            x1, y1, x2, y2 = box
             res.append([x1 / width, y1 / height, x2 / width, y2 / height,
                         self.cat_id_to_label[cat]])
-        if dropped:
-            warnings.warn(f"{source}: dropped {dropped} box(es) with no area inside the image",
-                          DataWarning, stacklevel=2)
+        warn_dropped(source, dropped)
         return res
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 import xml.etree.ElementTree as ET
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from .base import DetectionDataset, Transform
+from .base import DetectionDataset, Transform, clip_box, warn_dropped
 from .classes import VOC_CLASSES, ClassSpec, class_to_index, resolve_classes
-from .errors import BadSampleError, DataWarning, MissingFileError, UnknownClassError, describe
+from .errors import BadSampleError, MissingFileError, UnknownClassError, describe
 from .image_io import read_image
 
 # Default dataset root: $SSD_VOC_ROOT, else ~/data/VOCdevkit/ (trailing separator kept, as
@@ -133,16 +132,14 @@ class VOCAnnotationTransform:
                 except ValueError as e:
                     raise BadSampleError(f"{source}: object {k} ({name}) has a bad <{tag}> "
                                          f"({bbox.findtext(tag)!r}: {e})", path=source) from None
-            x1, y1 = min(max(pts[0], 0.0), max_x), min(max(pts[1], 0.0), max_y)
-            x2, y2 = min(max(pts[2], 0.0), max_x), min(max(pts[3], 0.0), max_y)
-            if x2 <= x1 or y2 <= y1:
+            box = clip_box(*pts, max_x, max_y)
+            if box is None:
                 dropped += 1
                 continue
+            x1, y1, x2, y2 = box
             res.append([x1 / width, y1 / height, x2 / width, y2 / height,
                         self.class_to_ind[name]])
-        if dropped:
-            warnings.warn(f"{source}: dropped {dropped} box(es) with no area inside the image",
-                          DataWarning, stacklevel=2)
+        warn_dropped(source, dropped)
         return res
 
 
