@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -177,14 +177,20 @@ def eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(prog: str, parser: argparse.ArgumentParser,
+         body: Callable[[argparse.Namespace], int], argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run ``body``; user errors print one line and give status 2."""
+    args = parser.parse_args(argv)
+    try:
+        return body(args)
+    except _errors() as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``python eval.py ...``; returns the exit status."""
-    args = eval_parser().parse_args(argv)
-    try:
-        return _eval(args)
-    except _errors() as e:
-        print(f"eval.py: error: {e}", file=sys.stderr)
-        return 2
+    return _run("eval.py", eval_parser(), _eval, argv)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -284,12 +290,7 @@ def _test_ground_truth(dataset: Any, i: int) -> tuple[str, list[list[Any]]]:
 
 def test_main(argv: Sequence[str] | None = None) -> int:
     """``python test.py ...``; returns the exit status."""
-    args = test_parser().parse_args(argv)
-    try:
-        return _test(args)
-    except _errors() as e:
-        print(f"test.py: error: {e}", file=sys.stderr)
-        return 2
+    return _run("test.py", test_parser(), _test, argv)
 
 
 def _test(args: argparse.Namespace) -> int:
