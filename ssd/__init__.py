@@ -22,7 +22,8 @@ def __getattr__(name: str):
 
         return getattr(detector, name)
     # Eager import would make `python -m ssd.weights` warn about a module loaded twice.
-    if name in ("load_base_weights", "load_ssd_weights", "load_state_dict_file"):
+    if name in ("load_base_weights", "load_ssd_weights", "load_state_dict_file",
+                "read_weights_file", "save_weights_file"):
         from . import weights
 
         return getattr(weights, name)

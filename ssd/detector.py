@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .config import MEANS, get_config
+from .data.image_io import load_bgr_image
 from .evaluation.inference import detection_mode, resolve_device, split_detections
 
 __all__ = ["Detections", "Detector", "collect_detections", "default_class_names", "load_model",
@@ -105,35 +106,6 @@ def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[s
                       conf_thresh=conf_thresh, nms_thresh=nms_thresh)
     load_ssd_weights(model, checkpoint)
     return model.to(device).eval()
-
-
-def _to_bgr_uint8(image: Any) -> tuple[np.ndarray, str | None]:
-    """An input image as ``[H, W, 3]`` uint8 BGR plus its path (if it was one)."""
-    if isinstance(image, (str, os.PathLike)):
-        from .data.image_io import read_image
-
-        path = os.fspath(image)
-        return read_image(path), path
-    if not isinstance(image, np.ndarray):
-        if hasattr(image, "convert"):  # a PIL image
-            image = np.asarray(image.convert("RGB"))
-        elif isinstance(image, torch.Tensor):
-            raise TypeError("pass images as RGB numpy arrays [H, W, 3] or file paths, "
-                            "not tensors")
-        else:
-            raise TypeError(f"unsupported image type {type(image).__name__}: pass a file "
-                            "path, an RGB numpy array [H, W, 3] or a PIL image")
-    arr = image
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"expected an RGB image array [H, W, 3], got shape {image.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            arr = np.rint(arr * 255.0)  # matplotlib's float images are in [0, 1]
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[:, :, ::-1]), None
 
 
 def collect_detections(per_class: Sequence[np.ndarray], image_size: tuple[int, int],
@@ -244,7 +216,7 @@ class Detector:
         items = [images] if single else list(images)
         out: list[Detections] = []
         for start in range(0, len(items), self.batch_size):
-            chunk = [_to_bgr_uint8(im) for im in items[start:start + self.batch_size]]
+            chunk = [load_bgr_image(im) for im in items[start:start + self.batch_size]]
             batch = torch.stack([self._preprocess(bgr) for bgr, _ in chunk]).to(self.device)
             batch = batch.contiguous(memory_format=self.memory_format)
             sizes = torch.tensor([bgr.shape[:2] for bgr, _ in chunk], dtype=torch.long)

@@ -17,7 +17,7 @@ from .classes import (
 )
 from .coco import COCO_ROOT, COCOAnnotationTransform, COCODetection
 from .errors import BadSampleError, DataWarning, MissingFileError, UnknownClassError
-from .image_io import read_image
+from .image_io import load_bgr_image, read_image
 from .loader import (
     build_train_loader,
     detection_collate,
@@ -34,6 +34,6 @@ __all__ = [
     "DetectionDataset", "Expand", "MissingFileError", "PhotometricDistort", "RandomSampleCrop",
     "SSDAugmentation", "UnknownClassError", "VOCAnnotationTransform", "VOCDetection",
     "VOC_CLASSES", "VOC_ROOT", "base_transform", "build_train_loader", "detection_collate",
-    "load_class_names", "read_image", "reseed_transforms", "resolve_classes", "seed_worker",
-    "set_epoch",
+    "load_bgr_image", "load_class_names", "read_image", "reseed_transforms", "resolve_classes",
+    "seed_worker", "set_epoch",
 ]

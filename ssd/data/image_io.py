@@ -113,6 +113,34 @@ def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image with {channels} channels")
 
 
+def load_bgr_image(image: Any) -> tuple[np.ndarray, str | None]:
+    """A user's image (file path, RGB array or PIL image) as ``[H, W, 3]`` uint8 BGR plus its
+    path (if it was one). Torch-free: the ONNX predictor uses it too."""
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        return read_image(path), path
+    if not isinstance(image, np.ndarray):
+        if hasattr(image, "convert"):  # a PIL image
+            image = np.asarray(image.convert("RGB"))
+        elif type(image).__module__.split(".")[0] == "torch":
+            raise TypeError("pass images as RGB numpy arrays [H, W, 3] or file paths, "
+                            "not tensors")
+        else:
+            raise TypeError(f"unsupported image type {type(image).__name__}: pass a file "
+                            "path, an RGB numpy array [H, W, 3] or a PIL image")
+    arr = image
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"expected an RGB image array [H, W, 3], got shape {image.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
+            arr = np.rint(arr * 255.0)  # matplotlib's float images are in [0, 1]
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[:, :, ::-1]), None
+
+
 def exif_orientation(data: Union[bytes, np.ndarray]) -> int:
     """The EXIF orientation tag (1-8) of JPEG file bytes; 0 when absent or unreadable."""
     buf = data[:262144].tobytes() if isinstance(data, np.ndarray) else bytes(data[:262144])

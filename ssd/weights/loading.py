@@ -1,18 +1,9 @@
-"""Reading weight files: whole-SSD checkpoints, the VGG16 base net, torchvision's VGG16.
-
-Command line::
-
-    python -m ssd.weights convert-vgg16 vgg16-397923af.pth weights/vgg16_reducedfc.pth
-    python -m ssd.weights convert-vgg16 torchvision weights/vgg16_reducedfc.pth  # downloads
-    python -m ssd.weights info weights/ssd300_mAP_77.43_v2.pth
-"""
+"""Reading weight files safely and loading them into models: whole SSDs and the VGG16 base."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence, Union
@@ -22,9 +13,8 @@ from torch import nn
 
 __all__ = [
     "BASENET_URL", "SSD300_URL", "TORCHVISION_VGG16_URL", "LoadResult", "WeightsFileError",
-    "WeightsMismatchError", "convert_vgg16", "describe_state_dict", "load_base_weights",
-    "load_ssd_weights", "load_state_dict_file", "main", "normalize_state_dict",
-    "torchvision_vgg16_base",
+    "WeightsMismatchError", "load_base_weights", "load_ssd_weights", "load_state_dict_file",
+    "normalize_state_dict", "unwrap_model",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -44,11 +34,6 @@ _BASE_HELP = (f"download ssd.pytorch's base net from {BASENET_URL} into weights/
 _NESTED_KEYS = ("model", "state_dict", "model_state_dict", "net")
 # Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-# torchvision vgg16 `features` indices of the 13 convs; the same indices in our `vgg` list.
-_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-_CONV6, _CONV7 = 31, 33
-
 
 class WeightsFileError(ValueError):
     """A file that is not a readable PyTorch state dict (or not the expected kind)."""
@@ -295,151 +280,3 @@ def load_base_weights(model: nn.Module,
         raise WeightsMismatchError(_format_mismatch(result, source, "the VGG base (model.vgg)",
                                                     hints))
     base.load_state_dict(state)
-
-
-# ----------------------------------------------------------------------------- torchvision VGG16
-
-def convert_vgg16(tv_state_dict: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
-    """Turn torchvision's ``vgg16`` state dict into SSD's reduced-fc base net.
-
-    conv1_1 ... conv5_3 (``features.{0..28}``) keep their indices. fc6 (``[4096, 25088]``) is
-    seen as a 7x7 conv and subsampled to conv6 ``[1024, 512, 3, 3]`` (every 4th filter, every
-    3rd tap: ``conv6[o, :, i, j] == fc6[4o, :, 3i, 3j]``; conv6 is dilated by 6 to keep the
-    receptive field); fc7 keeps every 4th row and column as conv7 ``[1024, 1024, 1, 1]``;
-    biases keep every 4th entry. Returns keys ``0.weight`` ... ``33.bias`` (our ``vgg`` list);
-    every tensor owns its memory, so saving it does not drag fc6 along.
-    """
-    sd = normalize_state_dict(tv_state_dict, "the torchvision VGG16 state dict")
-    expected = {f"features.{i}.{p}" for i in _VGG16_CONVS for p in ("weight", "bias")}
-    expected |= {f"classifier.{i}.{p}" for i in (0, 3) for p in ("weight", "bias")}
-    missing = sorted(expected - set(sd))
-    if missing:
-        raise WeightsFileError(
-            f"not a torchvision vgg16 state dict (batch-norm VGG is not supported): missing "
-            f"{_list(missing)}")
-    fc6_w, fc6_b = sd["classifier.0.weight"], sd["classifier.0.bias"]
-    fc7_w, fc7_b = sd["classifier.3.weight"], sd["classifier.3.bias"]
-    for key, want in (("classifier.0.weight", (4096, 512 * 7 * 7)), ("classifier.0.bias", (4096,)),
-                      ("classifier.3.weight", (4096, 4096)), ("classifier.3.bias", (4096,))):
-        if tuple(sd[key].shape) != want:
-            raise WeightsFileError(f"not a torchvision vgg16 state dict: {key} has shape "
-                                   f"{list(sd[key].shape)}, expected {list(want)}")
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for i in _VGG16_CONVS:
-        out[f"{i}.weight"] = sd[f"features.{i}.weight"].detach().clone()
-        out[f"{i}.bias"] = sd[f"features.{i}.bias"].detach().clone()
-    out[f"{_CONV6}.weight"] = fc6_w.detach().reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].clone(
-        memory_format=torch.contiguous_format)
-    out[f"{_CONV6}.bias"] = fc6_b.detach()[::4].clone()
-    out[f"{_CONV7}.weight"] = fc7_w.detach()[::4, ::4].reshape(1024, 1024, 1, 1).clone(
-        memory_format=torch.contiguous_format)
-    out[f"{_CONV7}.bias"] = fc7_b.detach()[::4].clone()
-    return out
-
-
-def torchvision_vgg16_base(download: bool = True) -> OrderedDict[str, torch.Tensor]:
-    """torchvision's ImageNet VGG16 (``IMAGENET1K_V1``) converted by :func:`convert_vgg16`.
-
-    Uses torch.hub's cache (``$TORCH_HOME/hub/checkpoints``); downloads the file there when it
-    is missing and ``download`` is true.
-
-    Raises:
-        FileNotFoundError: not cached and ``download`` is false.
-        RuntimeError: the download failed (the message says how to place the file by hand).
-    """
-    from torchvision.models import VGG16_Weights
-
-    url = VGG16_Weights.IMAGENET1K_V1.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    manual = (f"download {url} on a machine with internet access and either put it at "
-              f"{cached} or run `python -m ssd.weights convert-vgg16 {os.path.basename(url)} "
-              f"weights/vgg16_reducedfc.pth`; or use ssd.pytorch's base net {BASENET_URL}")
-    if cached.exists():
-        return convert_vgg16(load_state_dict_file(cached))
-    if not download:
-        raise FileNotFoundError(f"torchvision's VGG16 weights are not in {cached} and "
-                                f"download=False: {manual}")
-    try:
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
-                                                   weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"downloading torchvision's VGG16 weights from {url} failed "
-                           f"({type(e).__name__}: {e}); {manual}") from e
-    return convert_vgg16(state)
-
-
-# ----------------------------------------------------------------------------- describing files
-
-def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
-    """A one-line guess of what kind of weights ``state`` holds."""
-    keys = set(state)
-    if {f"{i}.weight" for i in (*_VGG16_CONVS, _CONV6, _CONV7)} <= keys and len(keys) == 30:
-        return "VGG16 reduced-fc base net (vgg16_reducedfc.pth layout)"
-    if "features.0.weight" in keys and "classifier.0.weight" in keys:
-        return "torchvision VGG16 (convert it with `convert-vgg16`)"
-    if "vgg.0.weight" in keys and "conf.0.weight" in keys:
-        heads = len([k for k in keys if re.fullmatch(r"loc\.\d+\.weight", k)])
-        size = {6: 300, 7: 512}.get(heads, "?")
-        loc0, conf0 = state.get("loc.0.weight"), state["conf.0.weight"]
-        mbox0 = loc0.shape[0] // 4 if loc0 is not None else 0
-        classes = conf0.shape[0] // mbox0 if mbox0 else "?"
-        return f"whole SSD{size} ({classes} classes including background)"
-    return "unknown layout"
-
-
-def _info(path: str) -> int:
-    raw = _read(path, "cpu", _SSD_HELP)
-    state = normalize_state_dict(raw, repr(path))
-    n_params = sum(t.numel() for t in state.values())
-    print(f"{path}: {describe_state_dict(state)}")
-    if isinstance(raw, Mapping) and not _all_tensors(raw):
-        print(f"  checkpoint entries: {', '.join(map(str, raw))}")
-    print(f"  {len(state)} tensors, {n_params:,} values")
-    for key, t in state.items():
-        print(f"  {key:<28} {str(list(t.shape)):<22} {str(t.dtype).replace('torch.', '')}")
-    return 0
-
-
-def _convert(src: str, dst: str) -> int:
-    from .io import atomic_save
-
-    if src == "torchvision":
-        base = torchvision_vgg16_base(download=True)
-    else:
-        base = convert_vgg16(load_state_dict_file(
-            src, help_text=f"give a torchvision vgg16 state dict ({TORCHVISION_VGG16_URL}) or "
-                           f"the word 'torchvision' to download it"))
-    atomic_save(base, dst)
-    n = sum(t.numel() for t in base.values())
-    print(f"wrote {dst}: VGG16 reduced-fc base net, {len(base)} tensors ({n:,} values), "
-          f"conv6 {list(base[f'{_CONV6}.weight'].shape)}, "
-          f"conv7 {list(base[f'{_CONV7}.weight'].shape)}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m ssd.weights -h``)."""
-    parser = argparse.ArgumentParser(prog="python -m ssd.weights",
-                                     description="SSD weight file tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    conv = sub.add_parser("convert-vgg16", help="make the SSD base net from torchvision's VGG16",
-                          description="Convert torchvision's ImageNet VGG16 into SSD's reduced-fc "
-                                      "base net (vgg16_reducedfc.pth layout).")
-    conv.add_argument("input", help="torchvision vgg16 state dict file (vgg16-397923af.pth), "
-                                    "or 'torchvision' to download it")
-    conv.add_argument("output", help="where to write the base net, e.g. "
-                                     "weights/vgg16_reducedfc.pth")
-    info = sub.add_parser("info", help="say what a weights file holds")
-    info.add_argument("file")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "convert-vgg16":
-            return _convert(args.input, args.output)
-        return _info(args.file)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
