@@ -168,28 +168,35 @@ class Detector:
         self.mean = tuple(float(m) for m in mean)
 
     @classmethod
-    def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] = "voc300",
+    def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] | None = None,
                         classes: PathLike | Sequence[str] | None = None,
                         device: str | torch.device = "auto", *, conf_thresh: float = 0.01,
                         nms_thresh: float = 0.45, top_k: int = 200,
                         batch_size: int = 8) -> Detector:
-        """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, or a training
-        checkpoint with a ``'model'`` entry).
+        """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, a training
+        checkpoint with a ``'model'`` entry, or a file written by
+        :func:`ssd.weights.save_weights_file`, which carries its config and class names).
 
         Args:
             path: the ``.pth`` file.
-            config: ``'voc300'``, ``'voc512'``, ``'coco300'``, ``'coco512'`` or a config dict.
+            config: ``'voc300'``, ``'voc512'``, ``'coco300'``, ``'coco512'`` or a config dict;
+                default: the file's own config, else ``'voc300'``.
             classes: class names (a list or a class-list file, one name per line); default the
-                config's dataset classes (VOC's 20 or COCO's 80).
+                file's own names, else the config's dataset classes (VOC's 20 or COCO's 80).
             device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
             conf_thresh, nms_thresh, top_k: the network's detection settings (per class).
             batch_size: images per forward pass.
         """
         from .data.classes import resolve_classes
+        from .weights import read_weights_file
 
-        names = resolve_classes(classes, default_class_names(config))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} not found")
+        found = read_weights_file(path)
+        config = config if config is not None else (found.config or "voc300")
+        names = resolve_classes(classes, found.class_names or default_class_names(config))
         dev = resolve_device(device)
-        model = load_model(path, config, len(names) + 1, dev, top_k=top_k,
+        model = load_model(found.state_dict, config, len(names) + 1, dev, top_k=top_k,
                            conf_thresh=conf_thresh, nms_thresh=nms_thresh)
         return cls(model, names, dev, batch_size=batch_size)
 

@@ -310,3 +310,23 @@ def test_torchvision_cached_file_is_converted(tv_state, tmp_path, monkeypatch):
     small = _compact_tv_file(tv_state, cached)
     out = W.torchvision_vgg16_base(download=False)
     assert torch.equal(out["33.weight"], W.convert_vgg16(small)["33.weight"])
+
+
+def test_weights_file_carries_config_and_class_names(tmp_path):
+    from ssd import build_ssd
+    from ssd.detector import Detector
+    from ssd.weights import load_state_dict_file, read_weights_file, save_weights_file
+
+    torch.manual_seed(0)
+    net = build_ssd("test", cfg="voc300", num_classes=4)
+    path = save_weights_file(tmp_path / "custom.pth", net.state_dict(), config=net.cfg,
+                             class_names=["cat", "dog", "bird"], source="unit test")
+    found = read_weights_file(path)
+    assert found.class_names == ("cat", "dog", "bird")
+    assert found.config["num_classes"] == 4 and found.config["min_dim"] == 300
+    assert found.meta["source"] == "unit test"
+    plain = load_state_dict_file(path)
+    assert all(torch.equal(plain[k], v) for k, v in net.state_dict().items())
+    det = Detector.from_checkpoint(path, device="cpu")
+    assert det.class_names == ["cat", "dog", "bird"]
+    assert det.model.num_classes == 4
