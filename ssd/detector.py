@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import check_fraction
 from .config import MEANS, get_config
 from .data.image_io import load_bgr_image
 from .evaluation.inference import detection_mode, resolve_device, split_detections
@@ -211,14 +212,18 @@ class Detector:
         """Detect objects.
 
         Args:
-            images: a file path, an RGB ``[H, W, 3]`` array (uint8, or float in [0, 1];
-                ``[H, W]`` grayscale works too), a PIL image, or a list of these.
-            threshold: keep detections scoring at least this.
+            images: a file path, an RGB ``[H, W, 3]`` array, a PIL image (any mode), or a
+                list of these. Arrays may be gray ``[H, W]``/``[H, W, 1]``, RGBA, uint8,
+                uint16, other integers, bool, or float in [0, 1] or [0, 255]; they are
+                converted as the same picture read from a file is (the rules are in
+                :mod:`ssd.data.pixels`).
+            threshold: keep detections scoring at least this (in [0, 1]).
             as_dict: return plain dicts (:meth:`Detections.to_dict`) instead.
 
         Returns:
             One :class:`Detections` (or dict) for a single image, a list for a list.
         """
+        threshold = check_fraction(threshold, "threshold")
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         out: list[Detections] = []

@@ -30,19 +30,9 @@ def class_color(label: int) -> tuple[int, int, int]:
 
 
 def _as_rgb_uint8(image: Any) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):
-        return read_rgb(image)
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"expected an [H, W, 3] RGB image, got shape {arr.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0  # matplotlib's float images are in [0, 1]
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr).copy()
+    from .data.image_io import load_bgr_image  # the predictors' conversion rules
+
+    return np.ascontiguousarray(load_bgr_image(image)[0][:, :, ::-1])
 
 
 def _field(result: Any, name: str) -> Any:

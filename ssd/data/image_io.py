@@ -4,7 +4,8 @@ Both datasets read through :func:`read_image`, so VOC and COCO images behave the
 
 * grayscale, palette, 16-bit and 4-channel (BGRA) files become 3-channel uint8 BGR
   (OpenCV's ``IMREAD_COLOR`` conversion: gray replicated, palette expanded, 16-bit values
-  shifted right by 8, alpha dropped);
+  shifted right by 8, alpha dropped); user arrays and PIL images (:func:`load_bgr_image`)
+  follow the same rules, written out in :mod:`ssd.data.pixels`;
 * EXIF orientation flags are ignored (``IMREAD_IGNORE_ORIENTATION``): annotation boxes refer to
   the stored pixels, which is what the annotation's recorded image size describes. When the
   caller passes the annotation's size and it disagrees with the decoded size, a
@@ -24,6 +25,7 @@ import cv2
 import numpy as np
 
 from .errors import BadSampleError, DataWarning, MissingFileError, describe
+from .pixels import to_bgr_uint8
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -66,7 +68,7 @@ def read_image(path: PathLike, sample_id: Any = None,
         raise BadSampleError(f"cannot decode image {where}: the file is corrupt, truncated or "
                              "not an image format OpenCV reads", path=str(path),
                              sample_id=sample_id)
-    img = to_bgr_uint8(img)
+    img = to_bgr_uint8(img, order="bgr", what=where)
     orientation = exif_orientation(data)
     height, width = img.shape[:2]
     if expected_size is not None and all(int(s) > 0 for s in expected_size):
@@ -94,51 +96,60 @@ def read_image(path: PathLike, sample_id: Any = None,
     return img
 
 
-def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
-    """Convert a decoded image (gray, BGR, BGRA; uint8, uint16 or float) to uint8 BGR."""
-    if img.dtype != np.uint8:
-        if img.dtype == np.uint16:
-            img = (img >> 8).astype(np.uint8)
-        else:  # float images are taken to be in [0, 1]
-            img = np.clip(np.rint(img.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    channels = img.shape[2]
-    if channels == 3:
-        return img
-    if channels == 1:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    raise ValueError(f"unsupported image with {channels} channels")
-
-
 def load_bgr_image(image: Any) -> tuple[np.ndarray, str | None]:
-    """A user's image (file path, RGB array or PIL image) as ``[H, W, 3]`` uint8 BGR plus its
-    path (if it was one). Torch-free: the ONNX predictor uses it too."""
+    """A user's image as ``[H, W, 3]`` uint8 BGR plus its path (``None`` unless it was one).
+
+    Torch-free (the ONNX predictor uses it too). Accepts:
+
+    * a file path: read by :func:`read_image`, like dataset images;
+    * a numpy array in **RGB(A)** order, ``[H, W]``, ``[H, W, 1]``, ``[H, W, 2]`` (gray +
+      alpha), ``[H, W, 3]`` or ``[H, W, 4]``, of any numeric dtype;
+    * a PIL image of any mode: ``1``, ``L``, ``LA``, ``RGB``, ``RGBA``, ``I``, ``I;16*`` and
+      ``F`` keep their pixel values (so 16-bit pictures lose their low byte exactly as the
+      same file read from disk does); every other mode (``P``, ``PA``, ``CMYK``, ``YCbCr``,
+      ``LAB``, ``HSV``, ``RGBX``, ...) goes through PIL's own ``convert("RGB")``.
+
+    Arrays and PIL pixel values follow :mod:`ssd.data.pixels` (the rules for dtypes, value
+    ranges and channels).
+
+    Raises:
+        FileNotFoundError, BadSampleError: a bad file (named).
+        ValueError: a wrong shape, no pixels, NaN/infinite or out-of-range values.
+        TypeError: not a path, array or PIL image (tensors included), or a non-numeric dtype.
+    """
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         return read_image(path), path
-    if not isinstance(image, np.ndarray):
-        if hasattr(image, "convert"):  # a PIL image
-            image = np.asarray(image.convert("RGB"))
-        elif type(image).__module__.split(".")[0] == "torch":
-            raise TypeError("pass images as RGB numpy arrays [H, W, 3] or file paths, "
-                            "not tensors")
-        else:
-            raise TypeError(f"unsupported image type {type(image).__name__}: pass a file "
-                            "path, an RGB numpy array [H, W, 3] or a PIL image")
-    arr = image
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"expected an RGB image array [H, W, 3], got shape {image.shape}")
-    arr = arr[:, :, :3]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.max() <= 1.0:
-            arr = np.rint(arr * 255.0)  # matplotlib's float images are in [0, 1]
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[:, :, ::-1]), None
+    if isinstance(image, np.ndarray):
+        return to_bgr_uint8(image, order="rgb", what="image array"), None
+    if _is_pil_image(image):
+        return to_bgr_uint8(pil_to_array(image), order="rgb",
+                            what=f"PIL image (mode {image.mode})"), None
+    if type(image).__module__.split(".")[0] == "torch":
+        raise TypeError("pass images as RGB numpy arrays [H, W, 3], PIL images or file paths, "
+                        "not tensors")
+    raise TypeError(f"unsupported image type {type(image).__name__}: pass a file path, an RGB "
+                    "numpy array [H, W, 3] or a PIL image")
+
+
+# PIL modes whose arrays the pixel rules read directly (values kept, 16-bit included).
+_PIL_DIRECT_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "F", "I;16", "I;16L",
+                               "I;16B", "I;16N"})
+
+
+def _is_pil_image(image: Any) -> bool:
+    return type(image).__module__.split(".")[0] == "PIL" and hasattr(image, "mode")
+
+
+def pil_to_array(image: Any) -> np.ndarray:
+    """A PIL image's pixels as an RGB(A)/gray numpy array for :func:`to_bgr_uint8`."""
+    mode = str(image.mode)
+    if mode not in _PIL_DIRECT_MODES:
+        try:
+            image = image.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ValueError(f"PIL image mode {mode!r} cannot be converted to RGB: {e}") from e
+    return np.asarray(image)
 
 
 def exif_orientation(data: Union[bytes, np.ndarray]) -> int:
