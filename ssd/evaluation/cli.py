@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import MEANS, get_config
+from ..folders import check_output_folder
 
 __all__ = ["build_eval_dataset", "eval_main", "parse_classes", "str2bool", "test_main",
            "write_test_file"]
@@ -197,6 +198,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .inference import resolve_device
     from .runner import evaluate, evaluate_results
 
+    check_output_folder(args.save_folder, "--save_folder")  # before minutes of inference
     dataset, config, set_spec = _setup(args)
     settings = {"dataset_root": getattr(dataset, "root", None), "set": set_spec,
                 "config": config.get("name")}
@@ -301,6 +303,9 @@ def _test(args: argparse.Namespace) -> int:
     from ..visualize import draw_detections
     from .inference import resolve_device, run_inference
 
+    check_output_folder(args.save_folder, "--save_folder")  # before minutes of inference
+    if args.save_images:
+        check_output_folder(args.save_images, "--save_images")
     dataset, config, set_spec = _setup(args)
     device = resolve_device(args.device, args.cuda)
     num_classes = len(dataset.classes) + 1
