@@ -13,6 +13,14 @@ from .base import DetectionDataset, Transform, clip_box, warn_dropped
 from .classes import VOC_CLASSES, ClassSpec, class_to_index, resolve_classes
 from .errors import BadSampleError, MissingFileError, UnknownClassError, describe
 from .image_io import read_image
+from .summary import (
+    OTHER_CLASSES,
+    DatasetSummary,
+    ImageCounts,
+    check_other_classes,
+    other_classes_drop,
+    summarize,
+)
 
 # Default dataset root: $SSD_VOC_ROOT, else ~/data/VOCdevkit/ (trailing separator kept, as
 # ssd.pytorch code concatenates strings onto it). Environment only: no disk access at import.
@@ -97,9 +105,30 @@ class VOCAnnotationTransform:
                 are clipped, to 0).
             source: file name used in messages (default: the XML's ``<filename>``).
         """
+        source = source or _xml_source(target)
+        rows, counts, first_other = self._parse(target, width, height, image_size, source)
+        if first_other is not None and self.unknown == "error":
+            k, name = first_other
+            known = ", ".join(sorted(self.class_to_ind))
+            raise UnknownClassError(f"{source}: unknown class name {name!r} (object {k}); "
+                                    f"known classes: {known}", path=source)
+        warn_dropped(source, counts.no_area)
+        return rows
+
+    def count(self, target: Union[ET.Element, ET.ElementTree], width: float, height: float,
+              *, image_size: tuple[int, int] | None = None,
+              source: str | None = None) -> tuple[list[list[float]], ImageCounts]:
+        """Like calling the transform, but objects of other classes are counted (never an
+        error) and nothing is warned: the rows plus what happened to each object."""
+        source = source or _xml_source(target)
+        rows, counts, _ = self._parse(target, width, height, image_size, source)
+        return rows, counts
+
+    def _parse(self, target: Union[ET.Element, ET.ElementTree], width: float, height: float,
+               image_size: tuple[int, int] | None, source: str
+               ) -> tuple[list[list[float]], ImageCounts, tuple[int, str] | None]:
         if isinstance(target, ET.ElementTree):
             target = target.getroot()
-        source = source or target.findtext("filename") or "<annotation>"
         # The image size to clip to; (1, 1) divisors (pixel output) say nothing about it.
         clip = image_size or xml_image_size(target)
         if clip is None and (width, height) != (1, 1):
@@ -107,20 +136,20 @@ class VOCAnnotationTransform:
         max_x = float(clip[0]) - 1.0 if clip else math.inf
         max_y = float(clip[1]) - 1.0 if clip else math.inf
         res: list[list[float]] = []
-        dropped = 0
+        counts = ImageCounts()
+        first_other = None
         for k, obj in enumerate(target.iter("object")):
             name = (obj.findtext("name") or "").strip().lower()
             if not name:
                 raise BadSampleError(f"{source}: object {k} has no <name>", path=source)
             difficult = (obj.findtext("difficult") or "0").strip().lower()
             if difficult in ("1", "true", "yes") and not self.keep_difficult:
+                counts.difficult += 1
                 continue
             if name not in self.class_to_ind:
-                if self.unknown == "ignore":
-                    continue
-                known = ", ".join(sorted(self.class_to_ind))
-                raise UnknownClassError(f"{source}: unknown class name {name!r} (object {k}); "
-                                        f"known classes: {known}", path=source)
+                counts.other.append(name)
+                first_other = first_other or (k, name)
+                continue
             bbox = obj.find("bndbox")
             if bbox is None:
                 raise BadSampleError(f"{source}: object {k} ({name}) has no <bndbox>",
@@ -134,13 +163,18 @@ class VOCAnnotationTransform:
                                          f"({bbox.findtext(tag)!r}: {e})", path=source) from None
             box = clip_box(*pts, max_x, max_y)
             if box is None:
-                dropped += 1
+                counts.no_area += 1
                 continue
             x1, y1, x2, y2 = box
             res.append([x1 / width, y1 / height, x2 / width, y2 / height,
                         self.class_to_ind[name]])
-        warn_dropped(source, dropped)
-        return res
+        counts.kept = len(res)
+        return res, counts, first_other
+
+
+def _xml_source(target: Union[ET.Element, ET.ElementTree]) -> str:
+    root = target.getroot() if isinstance(target, ET.ElementTree) else target
+    return root.findtext("filename") or "<annotation>"
 
 
 def _parse_image_sets(image_sets: ImageSets) -> list[tuple[str, str]]:
@@ -200,7 +234,18 @@ class VOCDetection(DetectionDataset):
             :class:`~ssd.data.base.DetectionDataset`).
         image_ext: image file extension in ``JPEGImages``.
         check_size: check the decoded image size against the XML ``<size>``.
+        other_classes: what to do with objects whose class is not in ``classes`` (to train
+            on a subset of the annotated classes): ``'error'`` (default) makes them an error
+            (:class:`~ssd.data.errors.UnknownClassError` naming the file; with ``skip_bad``
+            the image is skipped when loaded), ``'ignore'`` keeps the image and treats those
+            objects as background (the way to train on a subset), ``'drop'`` leaves every
+            image holding such an object out of ``ids``. ``'ignore'`` leaves out the images
+            that hold *only* objects of other classes: with no box left they would add no
+            loss (SSD mines 3 negatives per positive box of the same image) and only slow
+            training down. Images without any object stay. The annotations are read once,
+            here, for ``'ignore'`` and ``'drop'``. Only for the default target transform.
 
+    :meth:`summary` counts the images and objects kept, ignored and dropped.
     ``ids`` holds ``(VOC<year> folder, image id)`` pairs as in ssd.pytorch.
     """
 
@@ -211,8 +256,12 @@ class VOCDetection(DetectionDataset):
                  dataset_name: str = "VOC0712", *,
                  classes: ClassSpec = None, keep_difficult: bool = False,
                  skip_bad: bool = False, image_ext: str = ".jpg",
-                 check_size: bool = True) -> None:
+                 check_size: bool = True, other_classes: str = "error") -> None:
         super().__init__()
+        self.other_classes = check_other_classes(other_classes)
+        if other_classes != "error" and not isinstance(target_transform, _Default):
+            raise ValueError("other_classes applies to the default target transform; give "
+                             "your VOCAnnotationTransform unknown='ignore' instead")
         self.root = os.fspath(root)
         self.image_set = _parse_image_sets(image_sets)
         self.transform = transform
@@ -221,8 +270,9 @@ class VOCDetection(DetectionDataset):
         self.check_size = check_size
         if isinstance(target_transform, _Default):
             self.classes = resolve_classes(classes, VOC_CLASSES)
-            target_transform = VOCAnnotationTransform(class_to_index(self.classes),
-                                                      keep_difficult=keep_difficult)
+            target_transform = VOCAnnotationTransform(
+                class_to_index(self.classes), keep_difficult=keep_difficult,
+                unknown="error" if other_classes == "error" else "ignore")
         elif classes is None and isinstance(target_transform, VOCAnnotationTransform):
             by_label = sorted(target_transform.class_to_ind.items(), key=lambda kv: kv[1])
             self.classes = tuple(name for name, _ in by_label)
@@ -240,6 +290,48 @@ class VOCDetection(DetectionDataset):
         self.ids = list(self._read_ids())
         if not self.ids:
             raise ValueError(f"VOC image sets {self.image_set} under {self.root} list no images")
+        self._dropped: dict[str, int] = {}
+        self._counts: dict[tuple[str, str], ImageCounts | None] = {}
+        if other_classes != "error":
+            self._leave_out_other_classes()
+
+    # --- what was kept, ignored and dropped ----------------------------------------------
+    def _leave_out_other_classes(self) -> None:
+        kept = []
+        for i, img_id in enumerate(self.ids):
+            counts = self._image_counts(i)
+            why = other_classes_drop(self.other_classes, counts)
+            if why is not None:
+                self._dropped[why] = self._dropped.get(why, 0) + 1
+                continue
+            kept.append(img_id)
+            self._counts[img_id] = counts
+        self.ids = kept
+
+    def _image_counts(self, index: int) -> ImageCounts | None:
+        """Count one image's objects from its annotation (``None``: custom transform)."""
+        img_id = self.ids[index]
+        if img_id in self._counts:
+            return self._counts[img_id]
+        tt = self.target_transform
+        if not isinstance(tt, VOCAnnotationTransform):
+            return None
+        try:
+            root = self._parse_xml(index)
+            _, counts = tt.count(root, 1, 1, image_size=xml_image_size(root),
+                                 source=describe(self.annotation_path(index), img_id[1]))
+        except BadSampleError:
+            return ImageCounts(problem="unreadable or bad annotations")
+        if counts.other and tt.unknown == "error":
+            counts.problem = OTHER_CLASSES
+        return counts
+
+    def summary(self) -> DatasetSummary:
+        """Images and objects kept, ignored and dropped (annotations only, no image read)."""
+        sets = ",".join(f"{y}:{n}" for y, n in self.image_set)
+        source = f"root {self.root}, sets {sets}, classes {', '.join(self.classes)}"
+        return summarize(self.name, source, (self._image_counts(i) for i in range(len(self))),
+                         self._dropped)
 
     def _read_ids(self) -> Iterable[tuple[str, str]]:
         if not os.path.isdir(self.root):
