@@ -15,6 +15,7 @@ from .base import DetectionDataset, Transform, clip_box, warn_dropped
 from .classes import COCO_CATEGORY_IDS
 from .errors import BadSampleError, describe
 from .image_io import read_image
+from .summary import DatasetSummary, ImageCounts, summarize
 from .voc import DEFAULT, _Default
 
 # Default dataset root: $SSD_COCO_ROOT, else ~/data/coco/ (environment only, no disk access).
@@ -43,11 +44,33 @@ class COCOAnnotationTransform:
                  image_size: tuple[float, float] | None = None,
                  source: str | None = None) -> list[list[float]]:
         source = source or "<coco image>"
+        rows, counts, first_other = self._parse(target, width, height, image_size, source)
+        if first_other is not None:
+            ann_id, cat = first_other
+            raise BadSampleError(f"{source}: annotation {ann_id} has unknown category id {cat}",
+                                 path=source)
+        warn_dropped(source, counts.no_area)
+        return rows
+
+    def count(self, target: Sequence[Mapping[str, Any]], width: float, height: float, *,
+              image_size: tuple[float, float] | None = None,
+              source: str | None = None) -> tuple[list[list[float]], ImageCounts]:
+        """Like calling the transform, but unknown category ids are counted (in
+        ``counts.other``, as strings) instead of raising, and nothing is warned."""
+        rows, counts, _ = self._parse(target, width, height, image_size,
+                                      source or "<coco image>")
+        return rows, counts
+
+    def _parse(self, target: Sequence[Mapping[str, Any]], width: float, height: float,
+               image_size: tuple[float, float] | None, source: str
+               ) -> tuple[list[list[float]], ImageCounts, tuple[Any, int] | None]:
         clip_w, clip_h = image_size or (width, height)
         res: list[list[float]] = []
-        dropped = 0
+        counts = ImageCounts()
+        first_other = None
         for ann in target:
             if ann.get("iscrowd", 0):
+                counts.crowd += 1
                 continue
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
@@ -60,17 +83,18 @@ class COCOAnnotationTransform:
                 raise BadSampleError(f"{source}: annotation {ann.get('id')} has a non-finite "
                                      f"bbox {ann['bbox']!r}", path=source)
             if cat not in self.cat_id_to_label:
-                raise BadSampleError(f"{source}: annotation {ann.get('id')} has unknown "
-                                     f"category id {cat}", path=source)
+                counts.other.append(str(cat))
+                first_other = first_other or (ann.get("id"), cat)
+                continue
             box = clip_box(x, y, x + w, y + h, clip_w, clip_h)
             if box is None:
-                dropped += 1
+                counts.no_area += 1
                 continue
             x1, y1, x2, y2 = box
             res.append([x1 / width, y1 / height, x2 / width, y2 / height,
                         self.cat_id_to_label[cat]])
-        warn_dropped(source, dropped)
-        return res
+        counts.kept = len(res)
+        return res, counts, first_other
 
 
 def _find_image_dir(root: str, image_set: str) -> str:
@@ -170,6 +194,28 @@ class COCODetection(DetectionDataset):
     def pull_image(self, index: int) -> np.ndarray:
         """The image as stored, ``[H, W, 3]`` uint8 BGR."""
         return read_image(self.image_path(index), self.ids[index])
+
+    def _image_counts(self, index: int) -> ImageCounts | None:
+        """Count one image's objects from the annotation file (``None``: custom transform)."""
+        tt = self.target_transform
+        if not isinstance(tt, COCOAnnotationTransform):
+            return None
+        img_id = self.ids[index]
+        try:
+            _, counts = tt.count(self.coco.imgToAnns.get(img_id, []), 1, 1,
+                                 image_size=self.image_size(index),
+                                 source=describe(self.image_path(index), img_id))
+        except (BadSampleError, KeyError, TypeError, ValueError):
+            return ImageCounts(problem="bad annotations")
+        if counts.other:
+            counts.problem = "annotations of unknown category ids"
+        return counts
+
+    def summary(self) -> DatasetSummary:
+        """Images and objects kept and dropped (from the annotation file, no image read)."""
+        source = (f"annotations {self.ann_file}, images {self.image_dir}, "
+                  f"{len(self.classes)} classes")
+        return summarize(self.name, source, (self._image_counts(i) for i in range(len(self))))
 
     def pull_anno(self, index: int) -> list[dict[str, Any]]:
         """The image's raw COCO annotation dicts (as ssd.pytorch returned them)."""

@@ -16,14 +16,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 logger = logging.getLogger("ssd.data")
 
 __all__ = ["OTHER_CLASSES_MODES", "DatasetSummary", "ImageCounts", "NoUsableBoxError",
-           "check_other_classes", "other_classes_drop", "report_datasets", "summarize"]
+           "check_other_classes", "leave_out_reason", "report_datasets",
+           "voc_other_classes", "summarize"]
 
 # What a dataset does with objects whose class is not in its class list.
 OTHER_CLASSES_MODES = ("error", "ignore", "drop")
 
 # Why an image is dropped, as the summary names it.
 OTHER_CLASSES = "objects of other classes"
-ONLY_OTHER_CLASSES = "only objects of other classes"
+NO_BOX = "no box of the classes"
 
 
 class NoUsableBoxError(ValueError):
@@ -38,16 +39,34 @@ def check_other_classes(mode: str) -> str:
     return mode
 
 
-def other_classes_drop(mode: str, counts: ImageCounts | None) -> str | None:
-    """Why a dataset in ``mode`` (``'ignore'``/``'drop'``) leaves an image out at build time,
-    or ``None`` to keep it (always kept: uncounted images and images with problems, which
-    ``skip_bad`` handles when they are loaded)."""
-    if counts is None or counts.problem is not None or not counts.other:
+def voc_other_classes(flag: str | None, train: bool) -> dict[str, Any]:
+    """The dataset arguments for ``train.py --other_classes``.
+
+    Training: ``'ignore'`` ignores the objects and leaves out the images left without a box
+    (they add no loss); ``'drop'`` (the default) leaves out every image holding an object of
+    another class; ``'error'`` makes such objects an error (those images are skipped with a
+    warning when loaded). Validation keeps every image and ignores the objects, unless
+    ``'error'``: leaving images out would hide false positives.
+    """
+    if flag == "error":
+        return {"other_classes": "error"}
+    if not train:
+        return {"other_classes": "ignore"}
+    flag = flag or "drop"
+    return {"other_classes": flag, "drop_empty": flag == "ignore"}
+
+
+def leave_out_reason(other_classes: str, drop_empty: bool,
+                     counts: ImageCounts | None) -> str | None:
+    """Why a dataset built with ``other_classes`` and ``drop_empty`` leaves an image out of its
+    ids, or ``None`` to keep it. Uncounted images and images with problems are kept:
+    ``skip_bad`` (or an error) handles those when they are loaded."""
+    if counts is None or counts.problem is not None:
         return None
-    if mode == "drop":
+    if other_classes == "drop" and counts.other:
         return OTHER_CLASSES
-    if mode == "ignore" and counts.kept == 0:
-        return ONLY_OTHER_CLASSES
+    if drop_empty and counts.kept == 0:
+        return NO_BOX
     return None
 
 
@@ -127,7 +146,8 @@ class DatasetSummary:
                  f"ignored")
         if self.other:
             text += " (" + _top(self.other) + ")"
-        text += f", {self.difficult} difficult skipped"
+        if self.difficult:
+            text += f", {self.difficult} difficult skipped"
         if self.crowd:
             text += f", {self.crowd} crowd skipped"
         text += f", {self.no_area} without area dropped"

@@ -18,7 +18,7 @@ from .summary import (
     DatasetSummary,
     ImageCounts,
     check_other_classes,
-    other_classes_drop,
+    leave_out_reason,
     summarize,
 )
 
@@ -239,11 +239,13 @@ class VOCDetection(DetectionDataset):
             (:class:`~ssd.data.errors.UnknownClassError` naming the file; with ``skip_bad``
             the image is skipped when loaded), ``'ignore'`` keeps the image and treats those
             objects as background (the way to train on a subset), ``'drop'`` leaves every
-            image holding such an object out of ``ids``. ``'ignore'`` leaves out the images
-            that hold *only* objects of other classes: with no box left they would add no
-            loss (SSD mines 3 negatives per positive box of the same image) and only slow
-            training down. Images without any object stay. The annotations are read once,
-            here, for ``'ignore'`` and ``'drop'``. Only for the default target transform.
+            image holding such an object out of ``ids`` (the annotations are read once,
+            here). Only for the default target transform.
+        drop_empty: leave out of ``ids`` the images left without a box (all their objects
+            of other classes, difficult or without area). Such images add no loss to SSD
+            training (it mines 3 negatives per positive box of the same image), so with
+            ``other_classes='ignore'`` on a few classes this saves most of the time. Not for
+            evaluation: it would hide false positives.
 
     :meth:`summary` counts the images and objects kept, ignored and dropped.
     ``ids`` holds ``(VOC<year> folder, image id)`` pairs as in ssd.pytorch.
@@ -256,7 +258,8 @@ class VOCDetection(DetectionDataset):
                  dataset_name: str = "VOC0712", *,
                  classes: ClassSpec = None, keep_difficult: bool = False,
                  skip_bad: bool = False, image_ext: str = ".jpg",
-                 check_size: bool = True, other_classes: str = "error") -> None:
+                 check_size: bool = True, other_classes: str = "error",
+                 drop_empty: bool = False) -> None:
         super().__init__()
         self.other_classes = check_other_classes(other_classes)
         if other_classes != "error" and not isinstance(target_transform, _Default):
@@ -292,15 +295,15 @@ class VOCDetection(DetectionDataset):
             raise ValueError(f"VOC image sets {self.image_set} under {self.root} list no images")
         self._dropped: dict[str, int] = {}
         self._counts: dict[tuple[str, str], ImageCounts | None] = {}
-        if other_classes != "error":
-            self._leave_out_other_classes()
+        if other_classes == "drop" or drop_empty:
+            self._leave_out(drop_empty)
 
     # --- what was kept, ignored and dropped ----------------------------------------------
-    def _leave_out_other_classes(self) -> None:
+    def _leave_out(self, drop_empty: bool) -> None:
         kept = []
         for i, img_id in enumerate(self.ids):
             counts = self._image_counts(i)
-            why = other_classes_drop(self.other_classes, counts)
+            why = leave_out_reason(self.other_classes, drop_empty, counts)
             if why is not None:
                 self._dropped[why] = self._dropped.get(why, 0) + 1
                 continue

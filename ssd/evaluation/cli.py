@@ -73,8 +73,10 @@ def build_eval_dataset(kind: str, root: str | None, set_spec: str, size: int,
     transform = BaseTransform(size, MEANS)
     if kind == "VOC":
         sets = [s if ":" in s else f"2007:{s}" for s in set_spec.split("+") if s]
+        # A subset model is scored on every image; objects of other classes are background.
         ds = VOCDetection(root or VOC_ROOT, sets, transform, dataset_name="VOC",
-                          classes=classes, keep_difficult=True)
+                          classes=classes, keep_difficult=True,
+                          other_classes="error" if classes is None else "ignore")
     else:
         if classes is not None:
             raise ValueError("--classes applies to VOC-format datasets; COCO-format datasets "

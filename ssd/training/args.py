@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
          help="SSD geometry; default voc300 for VOC, coco300 for COCO")
     _add(g, "--classes", default=None, metavar="FILE",
          help="custom class list for VOC-format data: one class name per line")
+    _add(g, "--other_classes", default=None, choices=["ignore", "drop", "error"],
+         help="VOC: objects whose class is not in --classes: 'ignore' them (the way to train "
+              "on a subset of the classes; images holding only such objects are left out), "
+              "'drop' every image holding one (default), or 'error'")
     _add(g, "--train_sets", default=None,
          help="VOC: YEAR:LIST,... (default 2007:trainval,2012:trainval); COCO: image sets "
               "(default train2017)")
@@ -265,6 +269,8 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
     args.eval_sets_parsed = parse_train_sets(args.eval_sets, args.dataset)
     if args.classes is not None and args.dataset != "VOC":
         raise ValueError("--classes is for VOC-format data (--dataset VOC)")
+    if args.other_classes is not None and args.dataset != "VOC":
+        raise ValueError("--other_classes is for VOC-format data (--dataset VOC)")
     if args.config is None:
         args.config = "voc300" if args.dataset == "VOC" else "coco300"
     if args.amp == "fp16" and args.device == "cpu":

@@ -119,6 +119,7 @@ def resolve_voc_root(root: str, years: Sequence[str]) -> str:
 
 def build_dataset(args: argparse.Namespace, size: int, train: bool = True) -> Dataset:
     from ..data import BaseTransform, COCODetection, SSDAugmentation, VOCDetection
+    from ..data.summary import report_datasets, voc_other_classes
 
     transform = (BaseTransform(size, MEANS) if (args.no_augment or not train)
                  else SSDAugmentation(size, MEANS))
@@ -126,11 +127,15 @@ def build_dataset(args: argparse.Namespace, size: int, train: bool = True) -> Da
     try:
         if args.dataset == "VOC":
             root = resolve_voc_root(args.dataset_root, [y for y, _ in sets])
-            return VOCDetection(root, image_sets=sets, transform=transform,
-                                classes=args.classes, skip_bad=train)
+            ds = VOCDetection(root, image_sets=sets, transform=transform,
+                              classes=args.classes, skip_bad=train,
+                              **voc_other_classes(args.other_classes, train))
+            report_datasets([ds], require_boxes=train)  # one line; no box at all: an error
+            return ds
         root = os.path.expanduser(args.dataset_root)
         parts = [COCODetection(root, image_set=s, transform=transform, skip_bad=train)
                  for s in sets]
+        report_datasets(parts, require_boxes=train)
     except (FileNotFoundError, NotADirectoryError, ValueError, OSError) as e:
         raise SetupError(str(e)) from e
     if len(parts) == 1:
