@@ -96,7 +96,8 @@ def _integers_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _floats_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
-    a = arr.astype(np.float64)
+    # float32 arithmetic is exact enough here (an 8-bit step is 2**-8, float32 resolves 2**-24)
+    a = arr.astype(np.float64 if arr.dtype.itemsize > 4 else np.float32, copy=False)
     finite = np.isfinite(a)
     if not finite.all():
         n_nan = int(np.isnan(a).sum())
