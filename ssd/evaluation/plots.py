@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["plot_class_pr_curves", "plot_coco_summary", "save_figure"]
+__all__ = ["plot_class_pr_curves", "plot_coco_summary", "precision_envelope", "save_figure"]
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -38,18 +38,39 @@ def _fmt(v: float) -> str:
 
 
 def _pr_axes(ax) -> None:
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.02)
+    # A little room past 0 and 1, so curves along the edges are not hidden by the frame.
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.02)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.grid(True, alpha=0.3)
 
 
+def precision_envelope(recall: np.ndarray, precision: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The interpolated precision-recall curve VOC's AP is computed from.
+
+    Args:
+        recall, precision: ``[N]`` values after each detection, best score first.
+
+    Returns:
+        ``[N + 1]`` recalls starting at 0 and, at each, the best precision at that recall or
+        above (non-increasing). Drawn with ``drawstyle="steps-pre"``, each value holds up to its
+        recall.
+    """
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if recall.size == 0:
+        return recall, precision
+    best = np.maximum.accumulate(precision[::-1])[::-1]
+    return np.concatenate(([0.0], recall)), np.concatenate((best[:1], best))
+
+
 def plot_class_pr_curves(curves: Mapping[str, PRCurve], *, title: str, mean_ap: float,
                          mean_label: str = "mAP") -> Figure:
-    """One precision-recall curve per class on one axes, legend ``<class>  AP <ap>`` outside
-    on the right, best class first. Classes without ground truth (AP NaN) have no curve and are
-    named under the legend."""
+    """One interpolated precision-recall curve per class (:func:`precision_envelope`) on one
+    axes, legend ``<class>  AP <ap>`` outside on the right, best class first. Classes without
+    ground truth (AP NaN) have no curve and are named under the legend."""
     from matplotlib import colormaps
 
     fig = _figure(11.0, 7.0)
@@ -58,15 +79,21 @@ def plot_class_pr_curves(curves: Mapping[str, PRCurve], *, title: str, mean_ap: 
     colors = colormaps["tab20"]
     # Colours follow the label order (stable across runs); the legend follows AP.
     color_of = {name: colors(i % 20) for i, name in enumerate(defined)}
-    for name, c in sorted(defined.items(), key=lambda kv: -kv[1].ap):
-        ax.plot(c.recall, c.precision, color=color_of[name], linewidth=1.5,
-                label=f"{name}  AP {_fmt(c.ap)}")
+    ranked = sorted(defined.items(), key=lambda kv: -kv[1].ap)
+    for rank, (name, c) in enumerate(ranked):
+        recall, precision = precision_envelope(c.recall, c.precision)
+        # Curves often coincide (precision 1 up to full recall): each later one is thinner
+        # and drawn on top, so the ones below still show as a coloured edge.
+        width = 1.2 + 2.4 * (1.0 - rank / max(len(ranked) - 1, 1))
+        ax.plot(recall, precision, color=color_of[name], linewidth=width,
+                drawstyle="steps-pre", label=f"{name}  AP {_fmt(c.ap)}")
     _pr_axes(ax)
+    ax.set_ylabel("precision (the best at this recall or above)")
     ax.set_title(f"{title}\n{mean_label} {_fmt(mean_ap)} over {len(defined)} classes",
                  fontsize=11)
     if defined:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  title="class  (best first)", title_fontsize=8, borderaxespad=0.0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
+                  title="class  (best first)", title_fontsize=9, borderaxespad=0.0)
     undefined = [k for k, c in curves.items() if math.isnan(c.ap)]
     if undefined:
         ax.text(1.01, 0.0, "no ground truth (no curve):\n" + "\n".join(undefined),
