@@ -94,6 +94,10 @@ def plot_class_pr_curves(curves: Mapping[str, PRCurve], *, title: str, mean_ap: 
     if defined:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False,
                   title="class  (best first)", title_fontsize=9, borderaxespad=0.0)
+    if defined and not any(c.recall.size and np.nanmax(c.recall) > 0 for c in defined.values()):
+        ax.text(0.5, 0.5, "no detection matches any ground-truth object:\nevery curve is at "
+                "recall 0", transform=ax.transAxes, ha="center", va="center", fontsize=12,
+                color="0.3")
     undefined = [k for k, c in curves.items() if math.isnan(c.ap)]
     if undefined:
         ax.text(1.01, 0.0, "no ground truth (no curve):\n" + "\n".join(undefined),
