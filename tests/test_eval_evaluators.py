@@ -250,3 +250,75 @@ def test_importing_ssd_and_its_evaluation_does_not_import_matplotlib():
                           cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_voc_figure_says_when_nothing_is_found(voc_test):
+    ev = evaluator_for(voc_test)
+    fig = ev.plot(ev.score(_noisy_voc_boxes(voc_test, seed=2)))
+    assert not any("every curve is at recall 0" in t.get_text() for t in fig.axes[0].texts)
+    # Every box moved off its object: all false alarms.
+    far = [[d + np.array([5000.0, 5000.0, 5000.0, 5000.0, 0.0]) for d in per_image]
+           for per_image in _noisy_voc_boxes(voc_test, seed=2)]
+    scores = ev.score(far)
+    assert all(v == 0.0 for v in scores.summary["ap"].values() if not math.isnan(v))
+    fig = ev.plot(scores)
+    assert any("every curve is at recall 0" in t.get_text() for t in fig.axes[0].texts)
+
+
+class _ToyEvaluator:
+    """A third benchmark, only to show the runner needs nothing but the interface."""
+
+    kind = "TOY"
+    validation_keys = ()
+
+    def __init__(self, dataset):
+        self.dataset, self.set_name = dataset, "toyset"
+
+    @classmethod
+    def accepts(cls, dataset):
+        return hasattr(dataset, "toy_answers")
+
+    @classmethod
+    def for_dataset(cls, dataset, **options):
+        return cls(dataset)
+
+    def find_results(self, path):
+        return {"toy_results": str(path)}
+
+    def score_files(self, files):
+        from ssd.evaluation import PRCurve, Scores
+
+        hits = json.loads(Path(files["toy_results"]).read_text())
+        ap = float(np.mean([h == a for h, a in zip(hits, self.dataset.toy_answers)]))
+        return Scores({"mAP": ap, "ap": {"thing": ap}, "metric": "toy accuracy"},
+                      {"all": {"thing": PRCurve(np.array([0.0, 1.0]), np.array([1.0, ap]), ap)}})
+
+    def format_table(self, scores, num_images):
+        return f"TOY {num_images} images: {scores.summary['mAP']:.2f}"
+
+    def save_plot(self, scores, path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"toy picture")
+
+
+def test_a_new_benchmark_needs_no_change_to_the_runner(tmp_path, monkeypatch):
+    import ssd.evaluation.evaluators as evaluators
+
+    monkeypatch.setattr(evaluators, "EVALUATORS", (_ToyEvaluator, *evaluators.EVALUATORS))
+
+    class ToyData:
+        toy_answers = [1, 2, 3, 4]
+
+        def __len__(self):
+            return 4
+
+    (tmp_path / "answers.json").write_text("[1, 2, 0, 4]")
+    logged = []
+    out = evaluate_results(ToyData(), tmp_path / "answers.json", save_folder=tmp_path / "eval",
+                           log=logged.append)
+    assert out["dataset"] == "TOY" and out["set"] == "toyset" and out["mAP"] == 0.75
+    assert logged[0] == "TOY 4 images: 0.75"
+    assert (tmp_path / "eval" / "pr_curves.png").read_bytes() == b"toy picture"
+    saved = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert saved["ap"] == {"thing": 0.75} and saved["files"]["toy_results"].endswith(
+        "answers.json")
