@@ -206,6 +206,7 @@ def test_coco_evaluator_curves_and_figure_agree_with_cocoeval(coco_val, tmp_path
     heights = [p.get_height() for p in bars.patches]
     assert heights == [s["ap50"][k] for k in defined] + [s["ap"][k] for k in defined]
     assert [t.get_text() for t in bars.get_xticklabels()] == defined
+    assert not fig.axes[0].texts  # the "nothing matches" note is only for empty curves
 
 
 def test_coco_figure_without_detections(coco_val):

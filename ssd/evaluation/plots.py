@@ -125,6 +125,10 @@ def plot_coco_summary(curves: Mapping[str, Mapping[str, PRCurve]], ap: Mapping[s
             ax.plot(recall, mean_p, color=f"C{j}", linewidth=2.5,
                     label=f"mean of {len(per_class)} classes, AP {_fmt(float(mean_p.mean()))}")
             ax.legend(loc="upper right", fontsize=9)
+            if not mean_p.any():
+                ax.text(0.5, 0.5, "no detection matches any ground-truth object",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=12,
+                        color="0.3")
         else:
             ax.text(0.5, 0.5, note or "no curves", transform=ax.transAxes, ha="center")
         _pr_axes(ax)
