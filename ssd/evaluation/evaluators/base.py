@@ -45,7 +45,7 @@ class Scores:
     curves: dict[str, dict[str, PRCurve]] = field(default_factory=dict)
 
     @property
-    def mAP(self) -> float:  # noqa: N802 - the benchmarks' own name
+    def mAP(self) -> float:
         return float(self.summary["mAP"])
 
 
