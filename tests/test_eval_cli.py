@@ -77,6 +77,9 @@ def test_eval_voc_end_to_end(voc_run):
     # The results file holds every person row of the pickle, +1, to one decimal.
     n_person = sum(len(b) for b in all_boxes[15])
     assert len(det.read_text().splitlines()) == n_person == res["num_detections"]["person"]
+    # The PR curves picture is written next to results.json (its content: test_eval_evaluators).
+    assert res["files"]["pr_curves"] == str(out / "pr_curves.png")
+    assert cv2.imread(str(out / "pr_curves.png")).shape == (700, 1100, 3)
 
 
 @pytest.mark.slow
@@ -116,6 +119,8 @@ def test_eval_coco_end_to_end(ckpt_dir, tmp_path, capsys):
     per_class_image = Counter((d["image_id"], d["category_id"]) for d in dets)
     assert max(per_class_image.values()) <= 50
     assert all(d["bbox"][2] >= 0 and d["bbox"][3] >= 0 for d in dets)
+    assert res["files"]["pr_curves"] == str(tmp_path / "pr_curves.png")
+    assert cv2.imread(str(tmp_path / "pr_curves.png")).shape == (950, 1400, 3)
     # --from_results on the written json gives the same numbers.
     code = eval_main(["--dataset", "COCO", "--dataset_root", str(COCO), "--from_results",
                       str(tmp_path), "--save_folder", str(tmp_path / "again"),

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
@@ -17,8 +18,8 @@ from ..io import atomic_write_text
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-__all__ = ["COCO_STATS", "coco_detections", "coco_evaluate", "read_coco_results",
-           "write_coco_results"]
+__all__ = ["COCO_STATS", "COCOPrecision", "coco_detections", "coco_evaluate", "coco_score",
+           "read_coco_results", "write_coco_results"]
 
 # The twelve numbers of COCOeval.summarize(), in its order.
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -76,9 +77,30 @@ def read_coco_results(path: PathLike) -> list[dict[str, Any]]:
     return data
 
 
+@dataclass
+class COCOPrecision:
+    """COCOeval's interpolated precision over all areas at 100 detections per image.
+
+    ``precision`` [T, R, K]: at IoU threshold ``iou_thrs[t]``, recall ``rec_thrs[r]``, for
+    category ``names[k]``; -1 where the category has no ground truth.
+    """
+
+    iou_thrs: np.ndarray  # [T]
+    rec_thrs: np.ndarray  # [R]
+    precision: np.ndarray  # [T, R, K]
+    names: list[str]  # [K]
+
+
 def coco_evaluate(coco_gt: Any, results: Sequence[Mapping[str, Any]] | PathLike,
                   image_ids: Sequence[int] | None = None, verbose: bool = True
                   ) -> dict[str, Any]:
+    """Score bbox detections with ``COCOeval``; the numbers of :func:`coco_score`."""
+    return coco_score(coco_gt, results, image_ids, verbose)[0]
+
+
+def coco_score(coco_gt: Any, results: Sequence[Mapping[str, Any]] | PathLike,
+               image_ids: Sequence[int] | None = None, verbose: bool = True
+               ) -> tuple[dict[str, Any], COCOPrecision | None]:
     """Score bbox detections with ``COCOeval``.
 
     Args:
@@ -93,6 +115,7 @@ def coco_evaluate(coco_gt: Any, results: Sequence[Mapping[str, Any]] | PathLike,
         "ap50": {...}, "num_detections": n}``. Values COCOeval reports as -1 (no ground truth in
         that area range / category) are NaN. With no detections at all every defined number is
         0.0 and ``"note"`` says so (COCOeval cannot load an empty result list).
+        Second, the precision arrays behind the numbers (``None`` without detections).
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -116,7 +139,7 @@ def coco_evaluate(coco_gt: Any, results: Sequence[Mapping[str, Any]] | PathLike,
         zero = {k: 0.0 for k in COCO_STATS}
         per_class = {names[c]: (0.0 if gt_counts[c] else math.nan) for c in cat_ids}
         return {"stats": zero, "ap": per_class, "ap50": dict(per_class), "num_detections": 0,
-                "note": "no detections: every AP and AR is 0"}
+                "note": "no detections: every AP and AR is 0"}, None
 
     # pycocotools < 2.0.11 needs these keys in the ground truth to build the results object.
     coco_gt.dataset.setdefault("info", {})
@@ -138,4 +161,8 @@ def coco_evaluate(coco_gt: Any, results: Sequence[Mapping[str, Any]] | PathLike,
         p50 = precision[0, :, k, 0, -1]
         ap[names[c]] = float(p[p > -1].mean()) if (p > -1).any() else math.nan
         ap50[names[c]] = float(p50[p50 > -1].mean()) if (p50 > -1).any() else math.nan
-    return {"stats": stats, "ap": ap, "ap50": ap50, "num_detections": len(results)}
+    curves = COCOPrecision(np.asarray(ev.params.iouThrs, dtype=np.float64),
+                           np.asarray(ev.params.recThrs, dtype=np.float64),
+                           np.asarray(precision[:, :, :, 0, -1], dtype=np.float64),
+                           [names[c] for c in ev.params.catIds])
+    return {"stats": stats, "ap": ap, "ap50": ap50, "num_detections": len(results)}, curves
