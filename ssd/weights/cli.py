@@ -12,7 +12,14 @@ import sys
 from typing import Mapping, Sequence
 
 from .describe import describe_state_dict
-from .loading import _SSD_HELP, TORCHVISION_VGG16_URL, _all_tensors, _read, load_state_dict_file, normalize_state_dict
+from .loading import (
+    _SSD_HELP,
+    TORCHVISION_VGG16_URL,
+    _all_tensors,
+    _read,
+    load_state_dict_file,
+    normalize_state_dict,
+)
 from .vgg16 import _CONV6, _CONV7, convert_vgg16, torchvision_vgg16_base
 
 __all__ = ["main"]
