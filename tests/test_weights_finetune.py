@@ -50,7 +50,7 @@ def test_finetune_91_to_4_classes_then_reload(coco91, tmp_path, capsys):
     root, out = _voc(tmp_path / "data"), tmp_path / "weights"
     argv = ["--dataset_root", str(root), "--train_sets", "2007:trainval", "--classes",
             str(root / "classes.txt"), "--pretrained", str(path), "--batch_size", "2",
-            "--max_iter", "2", "--num_workers", "0", "--device", "cpu", "--no_progress",
+            "--max_iter", "1", "--num_workers", "0", "--device", "cpu", "--no_progress",
             "--seed", "0", "--checkpoint_every", "0", "--lr", "1e-9", "--weight_decay", "0",
             "--momentum", "0", "--save_folder", str(out)]
     with pytest.raises(SystemExit) as e:
