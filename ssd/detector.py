@@ -199,23 +199,6 @@ class Detector:
                            conf_thresh=conf_thresh, nms_thresh=nms_thresh)
         return cls(model, names, dev, batch_size=batch_size)
 
-    @classmethod
-    def from_pretrained(cls, name: str, device: str | torch.device = "auto",
-                        **kwargs: Any) -> Detector:
-        """A detector with the zoo weights ``name`` (``python -m ssd.weights list``), downloaded
-        into ``$SSD_HOME`` on first use and reused afterwards without network access.
-
-        >>> det = Detector.from_pretrained("ssd300_coco")
-
-        ``kwargs`` are those of :meth:`from_checkpoint` (``conf_thresh``, ``batch_size``, ...).
-        """
-        from .weights.zoo import entry
-
-        if entry(name).kind != "ssd":
-            raise ValueError(f"{name} is a base network for training (train.py --basenet "
-                             f"{name}), not a detector")
-        return cls.from_checkpoint(name, device=device, **kwargs)
-
     def _preprocess(self, bgr: np.ndarray) -> torch.Tensor:
         from .data.base import to_chw_rgb_tensor
         from .data.transforms import base_transform
@@ -254,6 +237,23 @@ class Detector:
         return out[0] if single else out
 
     __call__ = predict
+
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device = "auto",
+                        **kwargs: Any) -> Detector:
+        """A detector with the zoo weights ``name`` (``python -m ssd.weights list``), downloaded
+        into ``$SSD_HOME`` on first use and reused afterwards without network access.
+
+        >>> det = Detector.from_pretrained("ssd300_coco")
+
+        ``kwargs`` are those of :meth:`from_checkpoint` (``conf_thresh``, ``batch_size``, ...).
+        """
+        from .weights.zoo import entry
+
+        if entry(name).kind != "ssd":
+            raise ValueError(f"{name} is a base network for training (train.py --basenet "
+                             f"{name}), not a detector")
+        return cls.from_checkpoint(name, device=device, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Detector(SSD{self.size}, {len(self.class_names)} classes, "

@@ -207,3 +207,72 @@ def test_table_is_complete():
         if e.sha256 is not None:  # torchvision's names carry the hash prefix
             assert f"-{e.sha256}." in e.filename
     assert zoo.ZOO["ssd300_voc0712"].classes()[0] == "aeroplane"
+
+
+@pytest.fixture(scope="module")
+def voc_ssd_bytes():
+    from ssd.model import build_ssd
+
+    torch.manual_seed(0)
+    return _torch_bytes(build_ssd("test", 300, 21).state_dict())
+
+
+def test_from_pretrained_list_and_download_commands(server, home, monkeypatch, voc_ssd_bytes,
+                                                    capsys):
+    import ssd
+    from ssd.weights.cli import main as weights_main
+
+    e = _entry(server, "ssd300_voc0712", voc_ssd_bytes, None)
+    e = replace(e, kind="ssd", config="voc300", class_names=zoo.ZOO["ssd300_voc0712"].class_names)
+    _install(monkeypatch, e, zoo.ZOO["vgg16_reducedfc"])
+    assert weights_main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "ssd300_voc0712" in out and str(home) in out
+    assert out.splitlines()[1].split()[4] == "no"  # the cached column
+    assert weights_main(["download", "ssd300_voc0712", "--no_progress"]) == 0
+    assert f"ssd300_voc0712: {home / e.filename}" in capsys.readouterr().out
+    n = len(server.requests)
+    assert weights_main(["list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[4] == "yes"
+
+    det = ssd.Detector.from_pretrained("ssd300_voc0712", device="cpu")
+    assert det.class_names[0] == "aeroplane" and len(det.class_names) == 20
+    image = Path(__file__).resolve().parents[1] / "data/samples/voc_mini/VOCdevkit/VOC2007/" \
+        "JPEGImages/2007_000068.jpg"
+    result = det.predict(str(image), threshold=0.0)
+    assert len(result) > 0 and result.boxes.shape[1] == 4
+    net = ssd.pretrained_model("ssd300_voc0712", device="cpu")
+    assert net.phase == "test" and net.num_classes == 21
+    assert torch.equal(net.state_dict()["conf.0.bias"], det.model.state_dict()["conf.0.bias"])
+    assert len(server.requests) == n  # all from the cache
+    with pytest.raises(ValueError, match="base network"):
+        ssd.Detector.from_pretrained("vgg16_reducedfc", device="cpu")
+    assert weights_main(["download", "nope"]) == 1
+    assert "the zoo has: ssd300_voc0712" in capsys.readouterr().err
+
+
+def test_ssd300_coco_downloads_converts_and_detects(server, home, monkeypatch):
+    pytest.importorskip("ssd.weights.torchvision_ssd")
+    from torchvision.models.detection import ssd300_vgg16
+
+    import ssd
+
+    torch.manual_seed(0)
+    tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=91)
+    body = _torch_bytes(tv.state_dict())
+    digest = hashlib.sha256(body).hexdigest()
+    e = _entry(server, "ssd300_coco", body, digest[:8])
+    e = replace(e, kind="ssd", converter="torchvision_ssd", config=None, class_names=None)
+    _install(monkeypatch, e)
+    path = zoo.fetch("ssd300_coco", progress=False)
+    assert path == home / "ssd-ssd300_coco.pth" and (home / e.filename).is_file()
+    from ssd.weights import read_weights_file
+
+    found = read_weights_file(path)
+    assert found.config is not None and len(found.class_names) == 90
+    assert found.meta["source_sha256"] == digest[:8]
+    assert torch.equal(found.state_dict["conf.0.weight"],
+                       tv.state_dict()["head.classification_head.module_list.0.weight"])
+    n = len(server.requests)
+    det = ssd.Detector.from_pretrained("ssd300_coco", device="cpu")
+    assert det.class_names == list(found.class_names) and len(server.requests) == n
