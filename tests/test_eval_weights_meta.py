@@ -38,3 +38,32 @@ def test_test_py_reads_config_and_classes_from_the_file(tmp_path):
     first = next(ln for ln in text.splitlines() if " score: " in ln)
     assert first.startswith("1 label: tvmonitor ")  # class 1 of the file
 
+
+
+def test_eval_coco_with_torchvision_label_slots(tmp_path, capsys):
+    """A 91-output model whose label l is COCO category id l (torchvision's layout, N/A in the
+    unused slots) is scored by name against the annotation file's categories."""
+    import json
+
+    from ssd.config import get_config
+    from ssd.data.classes import COCO_CATEGORY_IDS, COCO_CLASSES
+    from ssd.evaluation.cli import eval_main
+    from ssd.model import build_ssd
+    from ssd.weights import save_weights_file
+
+    by_id = dict(zip(COCO_CATEGORY_IDS, COCO_CLASSES))
+    names = [by_id.get(i, "N/A") for i in range(1, 91)]
+    torch.manual_seed(0)
+    cfg = get_config("coco300", num_classes=91)
+    path = save_weights_file(tmp_path / "tv_like.pth", build_ssd("test", cfg=cfg).state_dict(),
+                             config=cfg, class_names=names)
+    code = eval_main(["--dataset", "COCO", "--dataset_root", str(REPO / "data/samples/coco_mini"),
+                      "--trained_model", str(path), "--save_folder", str(tmp_path / "out"),
+                      "--device", "cpu", "--batch_size", "2", "--num_workers", "0",
+                      "--max_images", "2", "--no_progress", "--top_k", "5"])
+    assert code == 0, capsys.readouterr().err
+    dets = json.loads((tmp_path / "out" / "bbox_val2017_results.json").read_text())
+    cats = {d["category_id"] for d in dets}
+    # Real categories keep their ids (label == id); N/A slots get -1, which COCOeval ignores.
+    assert cats <= set(COCO_CATEGORY_IDS) | {-1} and len(cats - {-1}) > 10
+    assert -1 in cats  # N/A slots (ids 12, 26, ...: no such category) matched no name

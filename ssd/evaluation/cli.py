@@ -127,7 +127,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
-    from .weights_meta import weights_defaults
+    from .weights_meta import use_model_labels, weights_defaults
 
     root = args.dataset_root or args.voc_root
     set_spec = args.set or _default_set(args.dataset)
@@ -135,6 +135,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     config = get_config(config_spec or _default_config(args.dataset))
     dataset = build_eval_dataset(args.dataset, root, set_spec, int(config["min_dim"]),
                                  classes, args.max_images)
+    use_model_labels(dataset, args.model_class_names)  # COCO: the file's labels, by name
     return dataset, config, set_spec
 
 
