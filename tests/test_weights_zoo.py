@@ -276,3 +276,20 @@ def test_ssd300_coco_downloads_converts_and_detects(server, home, monkeypatch):
     n = len(server.requests)
     det = ssd.Detector.from_pretrained("ssd300_coco", device="cpu")
     assert det.class_names == list(found.class_names) and len(server.requests) == n
+
+
+def test_train_basenet_takes_zoo_names(server, home, monkeypatch, tmp_path):
+    from ssd.training.cli import SetupError, resolve_basenet
+
+    body = _torch_bytes(_SMALL)
+    e = _entry(server, "vgg16_reducedfc", body, None)
+    gone = replace(e, name="vgg16_imagenet", urls=(server.url("/gone.pth"),),
+                   filename="gone.pth")
+    _install(monkeypatch, e, gone)
+    assert resolve_basenet("vgg16_reducedfc", str(tmp_path)) == home / e.filename
+    assert resolve_basenet("none", str(tmp_path)) is None
+    assert resolve_basenet("torchvision-vgg16", str(tmp_path)) == "torchvision-vgg16"
+    with pytest.raises(SetupError, match=f"put it at {home / 'gone.pth'}"):
+        resolve_basenet("vgg16_imagenet", str(tmp_path))
+    with pytest.raises(SetupError, match="or a zoo name \\(vgg16_reducedfc, vgg16_imagenet\\)"):
+        resolve_basenet("nothing.pth", str(tmp_path))
