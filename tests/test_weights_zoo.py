@@ -293,3 +293,16 @@ def test_train_basenet_takes_zoo_names(server, home, monkeypatch, tmp_path):
         resolve_basenet("vgg16_imagenet", str(tmp_path))
     with pytest.raises(SetupError, match="or a zoo name \\(vgg16_reducedfc, vgg16_imagenet\\)"):
         resolve_basenet("nothing.pth", str(tmp_path))
+
+
+def test_mirror_is_tried_first(server, home, monkeypatch):
+    body = _torch_bytes(_SMALL)
+    e = replace(zoo.ZOO["vgg16_reducedfc"], name="mirrored", filename="mirrored.pth",
+                urls=(server.url("/publisher-is-down.pth"),),
+                sha256=hashlib.sha256(body).hexdigest())
+    server.files["/mirror/mirrored.pth"] = body
+    _install(monkeypatch, e)
+    monkeypatch.setenv("SSD_MIRROR", f"{server.url('/nothing-here')} {server.url('/mirror/')}")
+    n = len(server.requests)
+    assert zoo.fetch("mirrored", progress=False).read_bytes() == body
+    assert server.requests[n:] == ["/nothing-here/mirrored.pth", "/mirror/mirrored.pth"]

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 from .download import DownloadError, cache_dir, download_file, verify_sha256
 
-__all__ = ["CONVERTERS", "ZOO", "ZooEntry", "cached_path", "entry", "fetch", "pretrained_model",
-           "read_weights", "resolve_weights"]
+__all__ = ["CONVERTERS", "ZOO", "ZooEntry", "cached_path", "download_urls", "entry", "fetch",
+           "pretrained_model", "read_weights", "resolve_weights"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -156,6 +157,14 @@ def _paths(e: ZooEntry) -> tuple[Path, Path]:
     return raw, (cache_dir() / e.converted_filename) if e.converted_filename else raw
 
 
+def download_urls(e: ZooEntry) -> tuple[str, ...]:
+    """Where ``e`` is fetched from, in order: ``$SSD_MIRROR`` (base URLs, comma or space
+    separated, holding the files under their published names; e.g. a company mirror), then
+    the publisher's URLs."""
+    mirrors = [m for m in re.split(r"[,\s]+", os.environ.get("SSD_MIRROR", "")) if m]
+    return tuple(f"{m.rstrip('/')}/{e.filename}" for m in mirrors) + tuple(e.urls)
+
+
 def cached_path(name: str) -> Path | None:
     """The ready-to-load file of ``name`` if it is in the cache, else ``None``."""
     final = _paths(entry(name))[1]
@@ -173,7 +182,8 @@ def fetch(name: str, progress: bool = True) -> Path:
     """Make ``name`` ready to load and return its path; no network access when it is cached.
 
     Downloads the published file into the cache (checksum verified where one is published;
-    otherwise checked to be a complete PyTorch file), then converts it when the entry says so.
+    otherwise checked to be a complete PyTorch file) from :func:`download_urls`, then converts
+    it when the entry says so.
 
     Raises:
         KeyError: no such entry.
@@ -188,7 +198,7 @@ def fetch(name: str, progress: bool = True) -> Path:
         return final
     if not raw.is_file():
         try:
-            download_file(e.urls, raw, sha256=e.sha256, progress=progress,
+            download_file(download_urls(e), raw, sha256=e.sha256, progress=progress,
                           check=None if e.sha256 else _check_loadable)
         except DownloadError as err:
             raise type(err)(f"{name}: {err}") from err
