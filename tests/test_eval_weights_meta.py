@@ -67,3 +67,21 @@ def test_eval_coco_with_torchvision_label_slots(tmp_path, capsys):
     # Real categories keep their ids (label == id); N/A slots get -1, which COCOeval ignores.
     assert cats <= set(COCO_CATEGORY_IDS) | {-1} and len(cats - {-1}) > 10
     assert -1 in cats  # N/A slots (ids 12, 26, ...: no such category) matched no name
+
+
+def test_default_model_falls_back_to_the_cached_zoo_copy(tmp_path, monkeypatch):
+    import argparse
+
+    from ssd.evaluation.cli import DEFAULT_MODEL
+    from ssd.evaluation.weights_meta import weights_defaults
+
+    monkeypatch.chdir(tmp_path)  # no weights/ here
+    monkeypatch.setenv("SSD_HOME", str(tmp_path / "cache"))
+    args = argparse.Namespace(classes=None, from_results=None, trained_model=DEFAULT_MODEL,
+                              config=None, dataset="VOC")
+    assert weights_defaults(args) == (None, None) and args.weights_path == DEFAULT_MODEL
+    (tmp_path / "cache").mkdir()
+    torch.save({"w": torch.ones(2)}, tmp_path / "cache" / "ssd300_mAP_77.43_v2.pth")
+    config, classes = weights_defaults(args)
+    assert args.weights_path == str(tmp_path / "cache" / "ssd300_mAP_77.43_v2.pth")
+    assert config == "voc300" and classes == list(VOC_CLASSES)

@@ -7,26 +7,34 @@ import argparse
 import os
 from typing import Any
 
-__all__ = ["use_model_labels", "weights_defaults"]
+__all__ = ["DEFAULT_ZOO_MODEL", "use_model_labels", "weights_defaults"]
+
+# The zoo name of the default --trained_model file (ssd.pytorch's ssd300_mAP_77.43_v2.pth).
+DEFAULT_ZOO_MODEL = "ssd300_voc0712"
 
 
 def weights_defaults(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(config, classes)`` for ``args``: ``--config``/``--classes`` when given, else the
     ``--trained_model`` file's own (``None`` where it carries none: plain ssd.pytorch files
-    keep the dataset defaults). Sets ``args.weights_path`` to the file to load.
+    keep the dataset defaults). Sets ``args.weights_path`` to the file to load. The default
+    ``weights/ssd300_mAP_77.43_v2.pth``, when missing, is taken from the cache if the zoo's
+    copy of it is there (never downloaded unasked).
 
     Classes are taken from the file for VOC-format data only: a COCO-format dataset's classes
     are its annotation file's categories (:func:`use_model_labels` then maps the model's
     labels onto them by name; ``args.model_class_names`` keeps the file's names for it).
     """
-    from ..weights.zoo import read_weights, resolve_weights
-    from .cli import parse_classes
+    from ..weights.zoo import cached_path, read_weights, resolve_weights
+    from .cli import DEFAULT_MODEL, parse_classes
 
     classes = parse_classes(args.classes)
     args.model_class_names = None
     if getattr(args, "from_results", None):  # scoring saved results: no model to read
         args.weights_path = None
         return args.config, classes
+    if args.trained_model == DEFAULT_MODEL and not os.path.isfile(DEFAULT_MODEL) \
+            and cached_path(DEFAULT_ZOO_MODEL) is not None:
+        args.trained_model = DEFAULT_ZOO_MODEL  # the same weights, already in the cache
     try:
         args.weights_path = os.fspath(resolve_weights(args.trained_model))
     except FileNotFoundError:
