@@ -45,6 +45,7 @@ def _voc(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # one SSD300 training step at batch 2: 10-40 s on 2 shared cores
 def test_finetune_91_to_4_classes_then_reload(coco91, tmp_path, capsys):
     path, state, cfg = coco91
     root, out = _voc(tmp_path / "data"), tmp_path / "weights"
