@@ -21,11 +21,12 @@ def test_test_py_reads_config_and_classes_from_the_file(tmp_path):
     from ssd.weights import save_weights_file
 
     torch.manual_seed(0)
-    # SSD512 (it loads into nothing else) with VOC's names reversed (it labels differently).
+    # 4 priors per cell everywhere (its heads load into no built-in config) and VOC's names
+    # reversed (it labels differently).
+    cfg = {**get_config("voc300"), "aspect_ratios": [[2]] * 6, "mbox": [4] * 6}
     names = list(reversed(VOC_CLASSES))
-    path = save_weights_file(tmp_path / "mine.pth", build_ssd("test", cfg="voc512").state_dict(),
-                             config=get_config("voc512"),
-                             class_names=names)
+    path = save_weights_file(tmp_path / "mine.pth", build_ssd("test", cfg=cfg).state_dict(),
+                             config=cfg, class_names=names)
     code = run_test_py(["--trained_model", str(path), "--voc_root", str(VOC), "--save_folder",
                         str(tmp_path), "--device", "cpu", "--max_images", "1",
                         "--visual_threshold", "0.0", "--num_workers", "0", "--no_progress",
