@@ -107,7 +107,10 @@ def _fetch_one(url: str, dest: Path, sha256: str | None, progress: bool, timeout
                     f"one starting with {sha256}: it is damaged or not the published file")
             if check is not None:
                 check(tmp)
-            os.chmod(tmp, 0o644)
+            # mkstemp makes the file private; give it the permissions open() would have.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
