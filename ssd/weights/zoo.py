@@ -49,8 +49,9 @@ class ZooEntry:
         urls: where the published file is, mirrors in order.
         filename: the published file's name (kept under it in the cache).
         sha256: its SHA-256, full or a prefix (torchvision's file names carry 8 hex digits);
-            ``None`` where nobody published one (ssd.pytorch's files: a download is then
-            only checked to be a complete, readable PyTorch file).
+            ``None`` where none is published (ssd.pytorch's files; the table was written
+            offline, so their digests could not be computed here): a download is then only
+            checked to be complete (``Content-Length``) and a readable PyTorch file.
         converter: a :data:`CONVERTERS` name, or ``None`` when the file is used as it is.
         config: the config name the weights need (``None``: the converted file carries it).
         class_names: ``"module:ATTRIBUTE"`` naming the foreground class names (``None``: the
