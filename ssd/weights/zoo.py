@@ -80,6 +80,11 @@ class ZooEntry:
     size_mib: float
 
     @property
+    def url(self) -> str:
+        """The publisher's (first) URL."""
+        return self.urls[0]
+
+    @property
     def converted_filename(self) -> str | None:
         return f"ssd-{self.name}.pth" if self.converter else None
 
