@@ -4,9 +4,13 @@ Run it as a script::
 
     python examples/predict.py --checkpoint weights/ssd300_mAP_77.43_v2.pth \
         --images data/samples/voc_mini/VOCdevkit/VOC2007/JPEGImages/2007_000068.jpg
+    python examples/predict.py --checkpoint ssd300_coco     # a pretrained model by name
 
 or open it in Jupyter / VS Code, where each ``# %%`` block is a cell. The weights come from
-ssd.pytorch (see weights/README.md) or from ``train.py`` (``weights/ssd300_VOC_<iter>.pth``).
+ssd.pytorch (see weights/README.md), from ``train.py`` (``weights/ssd300_VOC_<iter>.pth``), or
+from the model zoo by name (``python -m ssd.weights list``; downloaded once, then cached).
+Without ``--checkpoint`` the script takes ``weights/ssd300_mAP_77.43_v2.pth``, else a cached
+zoo model, and never goes online by itself.
 """
 
 # %% Settings
@@ -19,8 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data/samples/voc_mini/VOCdevkit/VOC2007/JPEGImages"
 
 parser = argparse.ArgumentParser(description="Detect objects in pictures with a trained SSD.")
-parser.add_argument("--checkpoint", default=str(REPO / "weights/ssd300_mAP_77.43_v2.pth"))
-parser.add_argument("--config", default="voc300", help="voc300, voc512, coco300, coco512")
+parser.add_argument("--checkpoint", default=None,
+                    help="a .pth file or a zoo name (default: weights/ssd300_mAP_77.43_v2.pth, "
+                         "else a zoo model already in the cache)")
+parser.add_argument("--config", default=None,
+                    help="voc300, voc512, coco300, coco512 (default: the file's own, else voc300)")
 parser.add_argument("--classes", default=None, help="class-list file for custom datasets")
 parser.add_argument("--images", nargs="+", default=[str(SAMPLE / "2007_000068.jpg"),
                                                    str(SAMPLE / "2007_000323.jpg")])
@@ -31,9 +38,17 @@ parser.add_argument("--out", default="predictions", help="folder for the annotat
 args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" and "ipykernel" not in
                          sys.modules else [])
 
-if not Path(args.checkpoint).is_file():
-    sys.exit(f"checkpoint {args.checkpoint} not found: download ssd.pytorch's SSD300 (see "
-             f"weights/README.md) or train one with train.py, then pass --checkpoint")
+from ssd.weights.zoo import ZOO, cached_path  # noqa: E402
+
+if args.checkpoint is None:
+    local = REPO / "weights/ssd300_mAP_77.43_v2.pth"
+    cached = [n for n, e in ZOO.items() if e.kind == "ssd" and cached_path(n)]
+    args.checkpoint = str(local) if local.is_file() else (cached[0] if cached else None)
+if args.checkpoint is None or not (Path(args.checkpoint).is_file() or args.checkpoint in ZOO):
+    sys.exit(f"checkpoint {args.checkpoint or 'weights/ssd300_mAP_77.43_v2.pth'} not found: pass "
+             f"--checkpoint with a file or a pretrained model name "
+             f"({', '.join(n for n, e in ZOO.items() if e.kind == 'ssd')}; "
+             f"downloaded once), or train one with train.py")
 
 # %% Load the detector: the config gives the network size and the default class names
 from ssd.detector import Detector  # noqa: E402

@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from . import detector
 
         return getattr(detector, name)
+    if name == "pretrained_model":
+        from .weights.zoo import pretrained_model
+
+        return pretrained_model
     # Eager import would make `python -m ssd.weights` warn about a module loaded twice.
     if name in ("load_base_weights", "load_ssd_weights", "load_state_dict_file",
                 "read_weights_file", "save_weights_file"):
@@ -32,6 +36,7 @@ def __getattr__(name: str):
 __all__ = [
     "CONFIGS", "MEANS", "SSD", "Detect", "Detections", "Detector", "L2Norm", "MultiBoxLoss",
     "PriorBox", "add_extras", "build_ssd", "coco", "coco512", "detect", "get_config",
-    "load_base_weights", "load_ssd_weights", "load_state_dict_file", "multibox", "prior_boxes",
+    "load_base_weights", "load_ssd_weights", "load_state_dict_file", "multibox",
+    "pretrained_model", "prior_boxes",
     "vgg", "voc", "voc512",
 ]

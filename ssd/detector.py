@@ -176,10 +176,11 @@ class Detector:
                         batch_size: int = 8) -> Detector:
         """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, a training
         checkpoint with a ``'model'`` entry, or a file written by
-        :func:`ssd.weights.save_weights_file`, which carries its config and class names).
+        :func:`ssd.weights.save_weights_file` or ``train.py``, which carry their config and
+        class names) or a pretrained model by its zoo name (see :meth:`from_pretrained`).
 
         Args:
-            path: the ``.pth`` file.
+            path: the ``.pth`` file, or a name from ``python -m ssd.weights list``.
             config: ``'voc300'``, ``'voc512'``, ``'coco300'``, ``'coco512'`` or a config dict;
                 default: the file's own config, else ``'voc300'``.
             classes: class names (a list or a class-list file, one name per line); default the
@@ -189,11 +190,9 @@ class Detector:
             batch_size: images per forward pass.
         """
         from .data.classes import resolve_classes
-        from .weights import read_weights_file
+        from .weights.zoo import read_weights
 
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} not found")
-        found = read_weights_file(path)
+        found = read_weights(path)
         config = config if config is not None else (found.config or "voc300")
         names = resolve_classes(classes, found.class_names or default_class_names(config))
         dev = resolve_device(device)
@@ -243,6 +242,23 @@ class Detector:
         return out[0] if single else out
 
     __call__ = predict
+
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device = "auto",
+                        **kwargs: Any) -> Detector:
+        """A detector with the zoo weights ``name`` (``python -m ssd.weights list``), downloaded
+        into ``$SSD_HOME`` on first use and reused afterwards without network access.
+
+        >>> det = Detector.from_pretrained("ssd300_coco")
+
+        ``kwargs`` are those of :meth:`from_checkpoint` (``conf_thresh``, ``batch_size``, ...).
+        """
+        from .weights.zoo import entry
+
+        if entry(name).kind != "ssd":
+            raise ValueError(f"{name} is a base network for training (train.py --basenet "
+                             f"{name}), not a detector")
+        return cls.from_checkpoint(name, device=device, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Detector(SSD{self.size}, {len(self.class_names)} classes, "

@@ -91,8 +91,10 @@ def build_eval_dataset(kind: str, root: str | None, set_spec: str, size: int,
 
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trained_model", default=DEFAULT_MODEL,
-                   help="checkpoint to evaluate: an ssd.pytorch .pth state dict or a training "
-                        "checkpoint (default: %(default)s)")
+                   help="checkpoint to evaluate: an ssd.pytorch .pth state dict, a training "
+                        "checkpoint, or a pretrained model name (`python -m ssd.weights list`; "
+                        "downloaded once); files that carry their config and class names need "
+                        "no --config/--classes (default: %(default)s)")
     p.add_argument("--save_folder", default="eval/", help="output folder (default: eval/)")
     p.add_argument("--dataset", default="VOC", type=_dataset_kind,
                    help="VOC (any VOC-format dataset) or COCO (any COCO-format dataset)")
@@ -128,11 +130,15 @@ def _common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    from .weights_meta import use_model_labels, weights_defaults
+
     root = args.dataset_root or args.voc_root
     set_spec = args.set or _default_set(args.dataset)
-    config = get_config(args.config or _default_config(args.dataset))
+    config_spec, classes = weights_defaults(args)  # the file's own unless the flags say
+    config = get_config(config_spec or _default_config(args.dataset))
     dataset = build_eval_dataset(args.dataset, root, set_spec, int(config["min_dim"]),
-                                 parse_classes(args.classes), args.max_images)
+                                 classes, args.max_images)
+    use_model_labels(dataset, args.model_class_names)  # COCO: the file's labels, by name
     return dataset, config, set_spec
 
 
@@ -146,13 +152,14 @@ def _load(args: argparse.Namespace, config: dict[str, Any], num_classes: int, de
           **detect: Any) -> Any:
     from ..detector import load_model
 
-    return load_model(args.trained_model, config, num_classes, device, **detect)
+    return load_model(args.weights_path, config, num_classes, device, **detect)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from ..weights import WeightsFileError, WeightsMismatchError
+    from ..weights import DownloadError, WeightsFileError, WeightsMismatchError
 
-    return (FileNotFoundError, ValueError, WeightsFileError, WeightsMismatchError)
+    return (FileNotFoundError, ValueError, WeightsFileError, WeightsMismatchError,
+            DownloadError)
 
 
 # ----------------------------------------------------------------------------- eval.py
@@ -221,7 +228,7 @@ def _eval(args: argparse.Namespace) -> int:
              batch_size=args.batch_size, num_workers=_num_workers(args, device), amp=args.amp,
              use_07_metric=args.use_07_metric, cleanup=args.cleanup,
              channels_last=args.channels_last,
-             settings={"trained_model": os.path.abspath(args.trained_model), **settings},
+             settings={"trained_model": os.path.abspath(args.weights_path), **settings},
              progress=not args.no_progress)
     print(f"results.json written to {Path(args.save_folder) / 'results.json'}")
     return 0

@@ -17,7 +17,8 @@ from ..config import CONFIGS
 
 DEFAULT_TRAIN_SETS = {"VOC": "2007:trainval,2012:trainval", "COCO": "train2017"}
 DEFAULT_EVAL_SETS = {"VOC": "2007:test", "COCO": "val2017"}
-BASENET_CHOICES_HELP = "a .pth file, 'torchvision-vgg16' or 'none'"
+BASENET_CHOICES_HELP = ("a .pth file, a zoo name (vgg16_reducedfc, vgg16_imagenet: downloaded "
+                        "once), 'torchvision-vgg16' or 'none'")
 AMP_CHOICES = ("off", "bf16", "fp16")
 
 
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(g, "--basenet", default="vgg16_reducedfc.pth",
          help=f"VGG16 base net: {BASENET_CHOICES_HELP}; a bare file name is also looked for "
               "in --save_folder, as ssd.pytorch did")
+    _add(g, "--pretrained", default=None, metavar="NAME|PATH",
+         help="start from a trained SSD (a zoo name from `python -m ssd.weights list` or a "
+              "file): every tensor that fits is loaded, the heads made for other classes or "
+              "priors are re-initialised; replaces --basenet; its config is the default")
     _add(g, "--resume", default=None, metavar="PATH|auto",
          help="a training checkpoint (.ckpt: exact continuation), a plain SSD state dict "
               "(weights only; use --start_iter), or 'auto' = newest checkpoint in --save_folder "
@@ -271,7 +276,7 @@ def finalize_args(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError("--classes is for VOC-format data (--dataset VOC)")
     if args.other_classes is not None and args.dataset != "VOC":
         raise ValueError("--other_classes is for VOC-format data (--dataset VOC)")
-    if args.config is None:
+    if args.config is None and args.pretrained is None:  # else the pretrained file's
         args.config = "voc300" if args.dataset == "VOC" else "coco300"
     if args.amp == "fp16" and args.device == "cpu":
         raise ValueError("--amp fp16 needs CUDA; on the CPU use --amp bf16")

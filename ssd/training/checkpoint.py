@@ -5,7 +5,9 @@ optimizer, GradScaler and schedule states, the iteration and data position, ever
 RNG states and the run's config/flags. ``iteration`` counts optimizer steps already taken.
 Beside each one a plain ssd.pytorch-format state dict (``ssd300_VOC_<iter>.pth``) is written
 for ``eval.py``/old code, and at the end of training ``<save_folder>/VOC.pth`` as
-ssd.pytorch did. Everything loads with ``torch.load(..., map_location=..., weights_only=True)``.
+ssd.pytorch did; those carry the config and class names where loaders ignore them (see
+:func:`ssd.weights.files.with_plain_meta`). Everything loads with ``torch.load(...,
+map_location=..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_save
+from ..weights.files import with_plain_meta
 
 CHECKPOINT_FORMAT = "ssd-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -204,9 +207,12 @@ class CheckpointWriter:
         written = [save_checkpoint({**state, **self.extra},
                                    checkpoint_path(self.folder, self.prefix, iteration))]
         self.last_checkpoint = written[0]
-        # Plain files load anywhere with a bare torch.load: CPU, contiguous (not channels-last).
-        plain = {k: v.detach().to("cpu", memory_format=torch.contiguous_format)
-                 for k, v in state["model"].items()}
+        # Plain files load anywhere with a bare torch.load: CPU, contiguous (not channels-last);
+        # config and class names ride in the OrderedDict's _metadata, which loaders ignore.
+        plain = with_plain_meta({k: v.detach().to("cpu", memory_format=torch.contiguous_format)
+                                 for k, v in state["model"].items()},
+                                config=self.extra.get("config"),
+                                class_names=self.extra.get("class_names"))
         self.last_weights = atomic_save(plain, weights_path(self.folder, self.prefix, iteration))
         written.append(self.last_weights)
         if final:

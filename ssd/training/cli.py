@@ -41,6 +41,7 @@ from .distributed import (
 )
 from .engine import NonFiniteLossError, StopSignal, Trainer
 from .metrics import MetricsLog
+from .pretrained import apply_pretrained, dataset_class_names, read_pretrained
 from .sampler import EpochLoader, ResumableSampler, mix_seed
 from .schedule import MultiStepWarmup
 
@@ -179,7 +180,8 @@ def build_loader(dataset: Dataset, args: argparse.Namespace, dist: DistInfo, see
 # ----------------------------------------------------------------------------- weights
 
 def resolve_basenet(spec: str, save_folder: str) -> Path | str | None:
-    """``none`` -> None, ``torchvision-vgg16`` -> that string, else an existing file path."""
+    """``none`` -> None, ``torchvision-vgg16`` -> that string, else an existing file path or
+    a zoo name (fetched into the cache)."""
     if spec.strip().lower() in ("none", ""):
         return None
     if spec.strip().lower() in ("torchvision-vgg16", "torchvision"):
@@ -190,14 +192,22 @@ def resolve_basenet(spec: str, save_folder: str) -> Path | str | None:
     for p in tried:
         if p.is_file():
             return p
-    from ..weights import BASENET_URL, TORCHVISION_VGG16_URL
+    from ..weights import BASENET_URL, TORCHVISION_VGG16_URL, DownloadError, fetch
+    from ..weights.zoo import ZOO
+
+    if spec in ZOO:  # a zoo name: downloaded once into $SSD_HOME
+        try:
+            return fetch(spec)
+        except DownloadError as e:
+            raise SetupError(f"--basenet {spec}: {e}") from e
 
     raise SetupError(
         f"--basenet: base network file not found (tried {', '.join(os.fspath(p) for p in tried)})."
         f" Download ssd.pytorch's {BASENET_URL} into {save_folder}, or convert torchvision's "
         f"VGG16 ({TORCHVISION_VGG16_URL}) with `python -m ssd.weights convert-vgg16 "
         f"vgg16-397923af.pth {Path(save_folder) / 'vgg16_reducedfc.pth'}`, or use --basenet "
-        f"torchvision-vgg16 (downloads and converts it), or --basenet none (from scratch)")
+        f"torchvision-vgg16 (downloads and converts it), or a zoo name ({', '.join(ZOO)}), "
+        f"or --basenet none (from scratch)")
 
 
 def _load_resume(spec: str | None, folder: str, prefix: str, dist: DistInfo
@@ -296,14 +306,16 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
     if args.amp == "fp16" and device.type != "cuda":
         raise SetupError("--amp fp16 needs CUDA; on the CPU use --amp bf16")
 
+    pretrained = read_pretrained(args)  # may set args.config
     cfg = get_config(args.config)
     size = int(cfg["min_dim"])
     prefix = run_prefix(size, args.dataset)
-    basenet = None if args.resume else resolve_basenet(args.basenet, args.save_folder)
+    basenet = None if args.resume or pretrained else resolve_basenet(args.basenet,
+                                                                     args.save_folder)
     resume_path, resume_obj = _load_resume(args.resume, args.save_folder, prefix, dist)
     ckpt = resume_obj if is_training_checkpoint(resume_obj) else None
     if args.resume == "auto" and resume_obj is None:
-        basenet = resolve_basenet(args.basenet, args.save_folder)
+        basenet = None if pretrained else resolve_basenet(args.basenet, args.save_folder)
 
     seed = args.seed
     if seed is None:
@@ -333,6 +345,8 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
             load_ssd_weights(model, resume_obj)
             log.info("loaded weights from %s (plain state dict); starting at iteration %d",
                      resume_path, args.start_iter)
+        elif pretrained is not None:
+            apply_pretrained(model, pretrained, args.pretrained, dataset_class_names(dataset))
         elif basenet == "torchvision-vgg16":
             try:
                 load_base_weights(model, torchvision_vgg16_base())
@@ -368,7 +382,8 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
         Path(args.save_folder).mkdir(parents=True, exist_ok=True)
         writer = CheckpointWriter(args.save_folder, prefix, args.dataset, size,
                                   keep=args.keep_checkpoints,
-                                  extra={"config": cfg, "args": _json_args(args)})
+                                  extra={"config": cfg, "args": _json_args(args),
+                                         "class_names": dataset_class_names(dataset)})
         metrics = MetricsLog(Path(args.save_folder) / f"{prefix}_metrics.jsonl")
         if args.visdom:
             from .visdom_logger import VisdomLogger

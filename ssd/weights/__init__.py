@@ -4,10 +4,14 @@
 - :mod:`.files`: files that carry their config and class names.
 - :mod:`.vgg16`: torchvision's ImageNet VGG16 to the reduced-fc base net.
 - :mod:`.describe`: what a state dict holds.
+- :mod:`.download`: verified, atomic downloads into the cache (``$SSD_HOME``).
+- :mod:`.zoo`: the named pretrained weights (``fetch``, ``resolve_weights``, ...).
+- :mod:`.finetune`: starting training from a trained SSD with other classes.
 - :mod:`.cli`: ``python -m ssd.weights``.
 """
 
 from .describe import describe_state_dict
+from .download import ChecksumError, DownloadError, cache_dir
 from .files import WeightsFile, read_weights_file, save_weights_file
 from .loading import (
     BASENET_URL,
@@ -23,6 +27,7 @@ from .loading import (
     unwrap_model,
 )
 from .vgg16 import convert_vgg16, torchvision_vgg16_base
+from .zoo import ZOO, ZooEntry, cached_path, fetch, pretrained_model, read_weights, resolve_weights
 
 
 def main(argv=None) -> int:
@@ -33,8 +38,11 @@ def main(argv=None) -> int:
 
 
 __all__ = [
-    "BASENET_URL", "SSD300_URL", "TORCHVISION_VGG16_URL", "LoadResult", "WeightsFile",
+    "BASENET_URL", "SSD300_URL", "TORCHVISION_VGG16_URL", "ZOO", "ChecksumError",
+    "DownloadError", "LoadResult", "WeightsFile", "ZooEntry", "cache_dir", "cached_path",
+    "fetch", "pretrained_model", "read_weights", "resolve_weights",
     "WeightsFileError", "WeightsMismatchError", "convert_vgg16", "describe_state_dict",
     "load_base_weights", "load_ssd_weights", "load_state_dict_file", "main",
     "normalize_state_dict", "read_weights_file", "save_weights_file", "torchvision_vgg16_base",
+    "unwrap_model",
 ]

@@ -3,6 +3,8 @@
     python -m ssd.weights convert-vgg16 vgg16-397923af.pth weights/vgg16_reducedfc.pth
     python -m ssd.weights convert-vgg16 torchvision weights/vgg16_reducedfc.pth  # downloads
     python -m ssd.weights info weights/ssd300_mAP_77.43_v2.pth
+    python -m ssd.weights list                 # the pretrained models, cached or not
+    python -m ssd.weights download ssd300_coco # into $SSD_HOME, verified (and converted)
 """
 
 from __future__ import annotations
@@ -12,8 +14,16 @@ import sys
 from typing import Mapping, Sequence
 
 from .describe import describe_state_dict
-from .loading import _SSD_HELP, TORCHVISION_VGG16_URL, _all_tensors, _read, load_state_dict_file, normalize_state_dict
+from .loading import (
+    _SSD_HELP,
+    TORCHVISION_VGG16_URL,
+    _all_tensors,
+    _read,
+    load_state_dict_file,
+    normalize_state_dict,
+)
 from .vgg16 import _CONV6, _CONV7, convert_vgg16, torchvision_vgg16_base
+from .zoo_cli import add_zoo_commands
 
 __all__ = ["main"]
 
@@ -53,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ssd.weights",
                                      description="SSD weight file tools.")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_zoo_commands(sub)
     conv = sub.add_parser("convert-vgg16", help="make the SSD base net from torchvision's VGG16",
                           description="Convert torchvision's ImageNet VGG16 into SSD's reduced-fc "
                                       "base net (vgg16_reducedfc.pth layout).")
@@ -64,9 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.add_argument("file")
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "handler", None) is not None:
+            return args.handler(args)
         if args.command == "convert-vgg16":
             return _convert(args.input, args.output)
         return _info(args.file)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{parser.prog} {args.command}: error: {msg}", file=sys.stderr)
         return 1

@@ -9,7 +9,13 @@ from typing import Mapping
 
 import torch
 
-from .loading import BASENET_URL, WeightsFileError, _list, load_state_dict_file, normalize_state_dict
+from .loading import (
+    BASENET_URL,
+    WeightsFileError,
+    _list,
+    load_state_dict_file,
+    normalize_state_dict,
+)
 
 __all__ = ["convert_vgg16", "torchvision_vgg16_base"]
 
