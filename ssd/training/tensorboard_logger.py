@@ -58,9 +58,9 @@ def _finite(value: Any) -> float | None:
 class TensorBoardLogger:
     """Writes event files under ``log_dir`` (created on the first record).
 
-    The writer opens at the run's ``start`` record with ``purge_step`` set to the iteration
-    the run starts from, so TensorBoard hides what an interrupted attempt logged past the
-    checkpoint a resumed run continues from.
+    The writer opens at the run's ``start`` record with ``purge_step`` just past the iteration
+    the run starts from, so TensorBoard hides what an interrupted attempt (or an earlier run in
+    the same folder) logged past the checkpoint this run continues from.
 
     Args:
         log_dir: the event-file folder (``tensorboard --logdir`` it, or a parent of it).
@@ -110,7 +110,8 @@ class TensorBoardLogger:
         kind, step = record.get("type"), record.get("iter")
         if self._failed or not isinstance(step, int):
             return
-        writer = self._open(step if kind == "start" else None)
+        # TensorBoard hides logged steps >= purge_step; the run logs from step + 1 on.
+        writer = self._open(step + 1 if kind == "start" else None)
         if writer is None:
             return
         try:
