@@ -130,7 +130,7 @@ def draw_curves(runs: Sequence[RunSeries], title: str | None = None) -> Any:
         if key == "mAP":
             ax.set_ylim(bottom=0.0)
         if key == "loss" or compare:
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="best")
     axes[-1].set_xlabel("iteration")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
