@@ -150,11 +150,12 @@ def _report(stats: Any, source: Any, output: Any) -> None:
         return
     how = {"window": " (stopped in the window)", "interrupt": " (stopped by Ctrl-C)"}
     batch = (f"batch size {stats.batch_size}" if stats.batch_size is not None
-             else "ended while timing batch sizes")
+             else "too few frames to time batch sizes")
     if stats.batch_sizes:
         batch += " (timed: " + ", ".join(f"{k}: {v:.1f}" for k, v in
                                          sorted(stats.batch_sizes.items())) + " frames/s)"
-    print(f"{PROG}: {stats.frames} frames in {stats.seconds:.1f} s{how.get(stats.stopped_by, '')}"
+    frames = f"{stats.frames} frame{'s' if stats.frames != 1 else ''}"
+    print(f"{PROG}: {frames} in {stats.seconds:.1f} s{how.get(stats.stopped_by, '')}"
           f": {stats.fps:.2f} frames/s end to end, {stats.detect_fps:.2f} frames/s detection, "
           f"{batch}; {stats.detections} detections")
     skipped = getattr(source, "skipped", [])

@@ -129,7 +129,7 @@ class ImageFolderOutput(FrameOutput):
         self.written += 1
 
     def describe(self) -> str:
-        return f"{self.path}/ ({self.written} pictures)"
+        return f"{self.path}/ ({self.written} picture{'s' if self.written != 1 else ''})"
 
 
 def _same_file(a: Path, b: Path) -> bool:
