@@ -111,12 +111,15 @@ def test_image_folder_gives_one_picture_per_image(ckpt, tmp_path, monkeypatch, c
     for name in names:
         shutil.copy(SAMPLES / name, src / name)
     (src / "notes.txt").write_text("not an image")
+    (src / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = tmp_path / "annotated"
     code = cli.main(["--source", str(src), "--trained_model", str(ckpt), "--output", str(out),
                      "--device", "cpu", "--show"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "--show: no window (" in captured.err  # said clearly, and the files are written
+    assert f"skipping {src / 'zz_broken.jpg'}: cannot decode image" in captured.err
+    assert "skipped 1 unreadable image(s)" in captured.err
     assert sorted(p.name for p in out.iterdir()) == names
     for name in names:
         before, after = cv2.imread(str(src / name)), cv2.imread(str(out / name))
