@@ -18,7 +18,11 @@ from ssd import plot
 from ssd.training import curves, main
 from ssd.training.curves import CurvesWriter, draw_curves, run_series
 from ssd.training.metrics import MetricsLog, read_metrics
-from ssd.training.tensorboard_logger import TensorBoardLogger, ValidationImages
+from ssd.training.tensorboard_logger import (
+    TensorBoardLogger,
+    ValidationImages,
+    default_log_dir,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples" / "voc_mini" / "VOCdevkit" / "VOC2007"
@@ -172,6 +176,8 @@ def test_tensorboard_failure_is_one_warning(tmp_path, caplog):
         tb.images(4, [np.zeros((4, 4, 3), np.uint8)])
     assert caplog.text.count("tensorboard:") == 1 and "training goes on" in caplog.text
     assert not tb.enabled
+    assert default_log_dir("", tmp_path / "w") == tmp_path / "w" / "tb"  # bare --tensorboard
+    assert default_log_dir(str(tmp_path / "logs"), "w") == tmp_path / "logs"
 
 
 def test_validation_images_show_the_models_detections():
