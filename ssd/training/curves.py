@@ -20,8 +20,29 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Series drawn from ``type == "train"`` records: (record key, legend text, line style).
-LOSS_KEYS = (("loss", "total", "-"), ("loss_l", "loc", "--"), ("loss_c", "conf", ":"))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One stacked plot: its series as ``(series key, legend text or None for the run's
+    label, line style)``; ``optional`` panels appear only when some run has their data."""
+
+    ylabel: str
+    lines: tuple[tuple[str, str | None, str], ...]
+    height: float = 1.0
+    log: bool = False
+    from_zero: bool = False
+    marker: str | None = None
+    optional: bool = False
+
+
+PANELS = (
+    Panel("loss", (("loss", "total", "-"), ("loss_l", "loc", "--"), ("loss_c", "conf", ":")),
+          height=2.0),
+    Panel("learning rate", (("lr", None, "-"),), log=True),
+    Panel("images/s", (("img_per_s", None, "-"),)),
+    Panel("mAP", (("mAP", None, "-"),), from_zero=True, marker="o", optional=True),
+)
 
 
 @dataclass
@@ -88,7 +109,7 @@ def read_run(path: PathLike, label: str | None = None) -> RunSeries:
 
 
 def draw_curves(runs: Sequence[RunSeries], title: str | None = None) -> Any:
-    """A matplotlib ``Figure`` with stacked panels sharing the iteration axis.
+    """A matplotlib ``Figure`` with stacked panels sharing the iteration axis (:data:`PANELS`).
 
     Panels (y labels): ``loss`` (training loss: total solid, loc dashed, conf dotted),
     ``learning rate`` (log scale), ``images/s``, and ``mAP`` when any run was evaluated.
@@ -103,33 +124,29 @@ def draw_curves(runs: Sequence[RunSeries], title: str | None = None) -> Any:
     if not any(r.series.get("loss") for r in runs):
         raise ValueError("no training loss points to draw (the metrics log has no "
                          "'train' records yet)")
-    panels = [("loss", "loss"), ("lr", "learning rate"), ("img_per_s", "images/s")]
-    if any(r.series.get("mAP") for r in runs):
-        panels.append(("mAP", "mAP"))
-    heights = [2.0] + [1.0] * (len(panels) - 1)
+    panels = [p for p in PANELS if not p.optional
+              or any(r.series.get(k) for r in runs for k, _, _ in p.lines)]
+    heights = [p.height for p in panels]
     fig = Figure(figsize=(8.0, 2.2 * sum(heights) + 0.6), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
                         gridspec_kw={"height_ratios": heights})[:, 0]
     compare = len(runs) > 1
-    colors = [f"C{i % 10}" for i in range(len(runs))]
-    for ax, (key, name) in zip(axes, panels):
-        ax.set_ylabel(name)
+    for ax, panel in zip(axes, panels):
+        ax.set_ylabel(panel.ylabel)
         ax.grid(True, alpha=0.3)
-        for run, color in zip(runs, colors):
-            prefix = f"{run.label}: " if compare else ""
-            if key == "loss":
-                for k, text, style in LOSS_KEYS:
-                    if run.series.get(k):
-                        ax.plot(run.xs(k), run.ys(k), style, color=color, label=prefix + text)
-            elif run.series.get(key):
-                marker = "o" if key == "mAP" else None
-                ax.plot(run.xs(key), run.ys(key), "-", color=color, marker=marker, markersize=4,
-                        label=run.label)
-        if key == "lr" and any(y > 0 for r in runs for y in r.ys("lr")):
+        for i, run in enumerate(runs):
+            for key, text, style in panel.lines:
+                if not run.series.get(key):
+                    continue
+                label = run.label if text is None else (
+                    f"{run.label}: {text}" if compare else text)
+                ax.plot(run.xs(key), run.ys(key), style, color=f"C{i % 10}", label=label,
+                        marker=panel.marker, markersize=4)
+        if panel.log and any(y > 0 for line in ax.get_lines() for y in line.get_ydata()):
             ax.set_yscale("log")
-        if key == "mAP":
+        if panel.from_zero:
             ax.set_ylim(bottom=0.0)
-        if key == "loss" or compare:
+        if len(panel.lines) > 1 or compare:
             ax.legend(fontsize=8, loc="best")
     axes[-1].set_xlabel("iteration")
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
