@@ -326,7 +326,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # Rank 0 also evaluates at iteration 1 while rank 1 waits: the ranks must stay in step.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "train.py"), *_args(root, out, "--max_iter", "2", "--checkpoint_every", "0",
-                                          "--eval_every", "1")]
+                                          "--eval_every", "1", "--tensorboard")]
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env, timeout=900,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -341,3 +341,5 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert recs[0]["world_size"] == 2
     assert [r["iter"] for r in recs if r["type"] == "train"] == [1, 2]
     assert [r["iter"] for r in recs if r["type"] == "eval"] == [1, 2]
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1  # rank 0 writes
+    assert (out / "ssd300_VOC_curves.png").is_file()

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add(g, "--visdom_server", default="http://localhost", help="visdom server address")
     _add(g, "--visdom_port", default=8097, type=_positive_int, help="visdom server port")
     _add(g, "--visdom_env", default="main", help="visdom environment")
+    _add(g, "--tensorboard", default=None, nargs="?", const="", metavar="DIR",
+         help="log losses, LR, images/s, mAP and (at each --eval_every) validation images "
+              "with their detections for TensorBoard in DIR (bare flag: <save_folder>/tb)")
     return p
 
 

@@ -31,6 +31,7 @@ from .checkpoint import (
     read_checkpoint_file,
     run_prefix,
 )
+from .curves import CurvesWriter, after_save
 from .distributed import (
     DistInfo,
     all_gather_objects,
@@ -389,12 +390,21 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
             from .visdom_logger import VisdomLogger
 
             visdom = VisdomLogger(args.visdom_server, args.visdom_port, args.visdom_env, prefix)
+        if args.tensorboard is not None:
+            from .tensorboard_logger import attach_tensorboard, default_log_dir
+
+            metrics, eval_fn = attach_tensorboard(
+                default_log_dir(args.tensorboard, args.save_folder), metrics, eval_fn,
+                lambda: build_dataset(args, size, train=False))
+    save_fn = None if writer is None else after_save(
+        writer, CurvesWriter(Path(args.save_folder) / f"{prefix}_metrics.jsonl",
+                             Path(args.save_folder) / f"{prefix}_curves.png", title=prefix))
 
     stop = StopSignal()
     trainer = Trainer(net, criterion, optimizer, data, schedule, max_iter=int(cfg["max_iter"]),
                       device=device, amp=args.amp, scaler=scaler, clip_grad=args.clip_grad,
                       max_nonfinite=args.max_nonfinite, dist=dist, log_every=args.log_every,
-                      checkpoint_every=args.checkpoint_every, save_fn=writer,
+                      checkpoint_every=args.checkpoint_every, save_fn=save_fn,
                       eval_every=args.eval_every, eval_fn=eval_fn, metrics=metrics,
                       visdom=visdom, progress=not args.no_progress, stop=stop,
                       channels_last=channels_last)
