@@ -14,6 +14,7 @@ Under torchrun rank 0 claims the folder and every process learns the outcome.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -180,7 +181,9 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], prefix: str,
 
 def _prepare_folder(folder: Path) -> None:
     if folder.exists() and not folder.is_dir():
-        raise SaveFolderError(f"cannot use --save_folder {folder}: it is a file, not a folder")
+        not_dir = NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        raise SaveFolderError(f"cannot use --save_folder {folder}: {os_reason(not_dir)} "
+                              f"(it is a file)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
