@@ -381,7 +381,8 @@ def _run(args: argparse.Namespace, dist: DistInfo, held: contextlib.ExitStack) -
         if resume_obj is not None:
             prepare_resumed_folder(writer, Path(args.save_folder) / f"{prefix}_metrics.jsonl",
                                    resume_path if ckpt is not None else None,
-                                   int(ckpt["iteration"]) if ckpt is not None else args.start_iter)
+                                   int(ckpt["iteration"]) if ckpt is not None
+                                   else (args.start_iter or None))
         metrics = MetricsLog(Path(args.save_folder) / f"{prefix}_metrics.jsonl")
         if args.visdom:
             from .visdom_logger import VisdomLogger

@@ -122,9 +122,14 @@ def supersede_metrics(metrics_path: str | os.PathLike[str], iteration: int) -> i
 
 
 def prepare_resumed_folder(writer: CheckpointWriter, metrics_path: str | os.PathLike[str],
-                           checkpoint: Path | None, iteration: int) -> None:
-    """What a resumed run does to its folder before training (rank 0, folder lock held)."""
+                           checkpoint: Path | None, iteration: int | None) -> None:
+    """What a resumed run does to its folder before training (rank 0, folder lock held).
+
+    ``checkpoint``: the training checkpoint resumed from; ``iteration``: where training goes
+    on (None: not a continuation, e.g. fine-tuning plain weights from iteration 0).
+    """
     if checkpoint is not None:
         writer.last_checkpoint = checkpoint
     restore_missing_weights(writer)
-    supersede_metrics(metrics_path, iteration)
+    if iteration is not None:
+        supersede_metrics(metrics_path, iteration)
