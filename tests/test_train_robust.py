@@ -178,6 +178,7 @@ def test_second_run_on_the_same_folder_refuses_naming_the_first(data_root, tmp_p
         while not (lock.exists() and lock.read_text().strip()):
             assert first.poll() is None and time.monotonic() < end, "first run did not start"
             time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)  # holds the lock, leaves the CPU to the second run
         second = _train(data_root, folder, "--max_iter", "1", "--resume", "auto")
         assert first.poll() is None
         assert second.returncode == 2, second.stderr
