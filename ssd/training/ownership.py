@@ -202,8 +202,12 @@ def _claim(folder: Path, prefix: str, final_name: str, fresh: bool | None,
         try:
             previous = lock.acquire()
         except OSError as e:
-            raise SaveFolderError(f"cannot write to --save_folder {folder} (lock file "
-                                  f"{lock.path}): {os_reason(e)}") from e
+            if e.errno not in _NO_LOCKS:
+                raise SaveFolderError(f"cannot write to --save_folder {folder} (lock file "
+                                      f"{lock.path}): {os_reason(e)}") from e
+            log.warning("%s does not support file locks (%s): nothing stops a second run "
+                        "from using it at the same time", folder, os_reason(e))
+            lock, previous = None, None
         if previous:
             log.warning("took over the lock %s left by a run that is no longer running (%s)",
                         lock.path, _describe(previous))
@@ -221,6 +225,8 @@ def _claim(folder: Path, prefix: str, final_name: str, fresh: bool | None,
     return lock
 
 
+# flock() errors of file systems without locks (some network mounts): run unlocked, warned.
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 _ERRORS: dict[str, type[Exception]] = {"in_use": FolderInUseError, "save": SaveFolderError}
 
 
@@ -242,6 +248,9 @@ def claim_save_folder(folder: str | os.PathLike[str], prefix: str, final_name: s
             failure = ("in_use", str(e))
         except SaveFolderError as e:
             failure = ("save", str(e))
+        except OSError as e:  # e.g. a stale temporary file that cannot be removed
+            where = f" ({e.filename})" if e.filename else ""
+            failure = ("save", f"cannot use --save_folder {folder}{where}: {os_reason(e)}")
     failure = all_gather_objects(failure)[0]
     if failure is not None:
         kind, message = failure
