@@ -27,6 +27,7 @@ from .checkpoint import (
     peek_checkpoint,
     weights_path,
 )
+from .saving import SaveFailedError, failed_save_message
 
 log = logging.getLogger(__name__)
 
@@ -132,4 +133,7 @@ def prepare_resumed_folder(writer: CheckpointWriter, metrics_path: str | os.Path
         writer.last_checkpoint = checkpoint
     restore_missing_weights(writer)
     if iteration is not None:
-        supersede_metrics(metrics_path, iteration)
+        try:
+            supersede_metrics(metrics_path, iteration)
+        except OSError as e:
+            raise SaveFailedError(failed_save_message(metrics_path, e, checkpoint)) from e
