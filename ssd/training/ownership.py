@@ -81,6 +81,9 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_record(fd)
+                if not holder:  # locked a moment ago, its record not yet written
+                    time.sleep(0.2)
+                    holder = _read_record(fd)
                 os.close(fd)
                 raise FolderInUseError(
                     f"another training run ({_describe(holder)}) is using this save folder for "
