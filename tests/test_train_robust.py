@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssd.training import main
 from ssd.training.checkpoint import CheckpointWriter, load_checkpoint
 from ssd.training.distributed import DistInfo
 from ssd.training.metrics import MetricsLog, read_metrics
@@ -40,6 +41,14 @@ def _train(root: Path, folder: Path, *extra: str, fault: str | None = None,
         env["SSD_TRAIN_FAULT"] = fault
     cmd = [sys.executable, str(REPO / "train.py"), *_flags(root, folder), *extra]
     return subprocess.run(cmd, stderr=subprocess.PIPE, text=True, env=env, timeout=timeout)
+
+
+def _main(capsys, root: Path, folder: Path, *extra: str) -> tuple[int, str]:
+    """train.py in this process (no interpreter start-up): exit status and stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([*_flags(root, folder), *extra])
+    return e.value.code, capsys.readouterr().err
 
 
 def _flags(root: Path, folder: Path) -> list[str]:
@@ -94,7 +103,8 @@ def _copy(src: Path, dst: Path) -> Path:
 
 # ----------------------------------------------------------------------------- the kill window
 
-def test_kill_before_final_weights_then_resume_auto_writes_them(killed, data_root, tmp_path):
+def test_kill_before_final_weights_then_resume_auto_writes_them(killed, data_root, tmp_path,
+                                                                capsys):
     names = {p.name for p in killed.iterdir()}
     assert {"ssd300_VOC_1.ckpt", "ssd300_VOC_1.pth", "ssd300_VOC_2.ckpt"} <= names
     assert "ssd300_VOC_2.pth" not in names and "VOC.pth" not in names
@@ -102,19 +112,19 @@ def test_kill_before_final_weights_then_resume_auto_writes_them(killed, data_roo
     assert lock["pid"] > 0
 
     folder = _copy(killed, tmp_path / "w")
-    proc = _train(data_root, folder, "--max_iter", "2", "--resume", "auto")
-    assert proc.returncode == 0, proc.stderr
-    assert "took over the lock" in proc.stderr and f"pid {lock['pid']}" in proc.stderr
+    code, err = _main(capsys, data_root, folder, "--max_iter", "2", "--resume", "auto")
+    assert code == 0, err
+    assert "took over the lock" in err and f"pid {lock['pid']}" in err
     final = _plain(load_checkpoint(folder / "ssd300_VOC_2.ckpt")["model"])
     assert _same(_load(folder / "ssd300_VOC_2.pth"), final)
     assert _same(_load(folder / "VOC.pth"), final)
-    assert f"weights (ssd.pytorch format): {folder / 'VOC.pth'}" in proc.stderr
+    assert f"weights (ssd.pytorch format): {folder / 'VOC.pth'}" in err
     assert _train_iters(folder) == [1, 2]  # nothing trained again
     assert not (folder / "ssd300_VOC.lock").exists()  # released at exit
 
 
 def test_damaged_newest_checkpoint_falls_back_and_reruns_are_logged_once(killed, data_root,
-                                                                        tmp_path):
+                                                                        tmp_path, capsys):
     folder = _copy(killed, tmp_path / "w")
     newest = folder / "ssd300_VOC_2.ckpt"
     data = newest.read_bytes()
@@ -128,13 +138,13 @@ def test_damaged_newest_checkpoint_falls_back_and_reruns_are_logged_once(killed,
         f.write('{"type": "tra')  # a torn last line, as a kill mid-write leaves
     assert _train_iters(folder) == [1, 2]
 
-    proc = _train(data_root, folder, "--max_iter", "2", "--resume", "auto")
-    assert proc.returncode == 0, proc.stderr
-    assert f"{newest} is damaged" in proc.stderr
-    assert f"newest intact one, {folder / 'ssd300_VOC_1.ckpt'}" in proc.stderr
-    assert "resuming from" in proc.stderr
+    code, err = _main(capsys, data_root, folder, "--max_iter", "2", "--resume", "auto")
+    assert code == 0, err
+    assert f"{newest} is damaged" in err
+    assert f"newest intact one, {folder / 'ssd300_VOC_1.ckpt'}" in err
+    assert "resuming from" in err
     assert not any(p.exists() for p in stale) and foreign.exists()
-    assert "removed 2 temporary file(s)" in proc.stderr
+    assert "removed 2 temporary file(s)" in err
     assert load_checkpoint(newest)["iteration"] == 2  # written again, whole
     assert (folder / "VOC.pth").is_file()
     lines = (folder / "ssd300_VOC_metrics.jsonl").read_text().splitlines()
@@ -147,27 +157,27 @@ def test_damaged_newest_checkpoint_falls_back_and_reruns_are_logged_once(killed,
 # ----------------------------------------------------------------------------- ownership
 
 def test_fresh_run_refuses_another_runs_folder_and_overwrite_prunes_only_its_own(
-        killed, data_root, tmp_path):
+        killed, data_root, tmp_path, capsys):
     folder = _copy(killed, tmp_path / "w")
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix != ".lock"}
-    proc = _train(data_root, folder, "--max_iter", "1")
-    assert proc.returncode == 2, proc.stderr
-    err = proc.stderr
+    code, err = _main(capsys, data_root, folder, "--max_iter", "1")
+    assert code == 2, err
     assert "already holds another run's files for ssd300_VOC" in err and "ssd300_VOC_2.ckpt" in err
     assert "--resume auto" in err and "--overwrite" in err and "Traceback" not in err
     after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.suffix != ".lock"}
     assert after == before  # nothing touched
 
     other = load_checkpoint(folder / "ssd300_VOC_2.ckpt")["run_id"]
-    proc = _train(data_root, folder, "--max_iter", "1", "--overwrite", "--keep_checkpoints", "1")
-    assert proc.returncode == 0, proc.stderr
+    code, err = _main(capsys, data_root, folder, "--max_iter", "1", "--overwrite",
+                      "--keep_checkpoints", "1")
+    assert code == 0, err
     mine = load_checkpoint(folder / "ssd300_VOC_1.ckpt")
     assert mine["iteration"] == 1 and mine["run_id"] != other
     # keep 1 would have pruned the older run's newest checkpoint without run identities.
     assert load_checkpoint(folder / "ssd300_VOC_2.ckpt")["run_id"] == other
 
 
-def test_second_run_on_the_same_folder_refuses_naming_the_first(data_root, tmp_path):
+def test_second_run_on_the_same_folder_refuses_naming_the_first(data_root, tmp_path, capsys):
     folder = tmp_path / "w"
     first = subprocess.Popen([sys.executable, str(REPO / "train.py"), *_flags(data_root, folder),
                               "--max_iter", "1000", "--checkpoint_every", "0"],
@@ -179,11 +189,11 @@ def test_second_run_on_the_same_folder_refuses_naming_the_first(data_root, tmp_p
             assert first.poll() is None and time.monotonic() < end, "first run did not start"
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)  # holds the lock, leaves the CPU to the second run
-        second = _train(data_root, folder, "--max_iter", "1", "--resume", "auto")
+        # This process is the second run.
+        code, err = _main(capsys, data_root, folder, "--max_iter", "1", "--resume", "auto")
         assert first.poll() is None
-        assert second.returncode == 2, second.stderr
-        assert f"another training run (pid {first.pid} on host" in second.stderr
-        assert str(lock) in second.stderr and "Traceback" not in second.stderr
+        assert code == 2, err
+        assert f"another training run (pid {first.pid} on host" in err and str(lock) in err
     finally:
         first.kill()
         first.wait(60)
@@ -233,7 +243,7 @@ def _mount_tmpfs(path: Path, size: int) -> bool:
 
 @pytest.mark.parametrize("case", ["disk_full", "path_is_a_folder"])
 def test_failed_save_names_file_reason_and_last_good_checkpoint(case, killed, data_root,
-                                                                tmp_path):
+                                                                tmp_path, capsys, monkeypatch):
     folder = tmp_path / "w"
     fault, mounted = None, False
     files = ["ssd300_VOC_1.ckpt", "ssd300_VOC_1.pth", "ssd300_VOC_metrics.jsonl"]
@@ -251,12 +261,13 @@ def test_failed_save_names_file_reason_and_last_good_checkpoint(case, killed, da
         folder.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copy2(killed / f, folder / f)
-        proc = _train(data_root, folder, "--max_iter", "2", "--resume", "auto", fault=fault)
-        assert proc.returncode == EXIT_SAVE_FAILED, proc.stderr
+        if fault:
+            monkeypatch.setenv("SSD_TRAIN_FAULT", fault)
+        code, err = _main(capsys, data_root, folder, "--max_iter", "2", "--resume", "auto")
+        assert code == EXIT_SAVE_FAILED, err
         line = f"train.py: saving failed: could not write {folder / bad}: {reason} ("
-        assert line in proc.stderr, proc.stderr
-        assert f"the last good checkpoint is {folder / good}\n" in proc.stderr
-        assert "Traceback" not in proc.stderr
+        assert line in err, err
+        assert f"the last good checkpoint is {folder / good}\n" in err
         assert load_checkpoint(folder / good)["iteration"] == int(good.split("_")[2][0])
         assert not list(folder.glob(".*.tmp")) and not (folder / "ssd300_VOC.lock").exists()
         if case == "disk_full":
@@ -266,13 +277,13 @@ def test_failed_save_names_file_reason_and_last_good_checkpoint(case, killed, da
             subprocess.run(["umount", str(folder)], check=False)
 
 
-def test_save_folder_that_is_a_file_fails_before_training(data_root, tmp_path):
+def test_save_folder_that_is_a_file_fails_before_training(data_root, tmp_path, capsys):
     not_a_folder = tmp_path / "weights"
     not_a_folder.write_text("mine")
-    proc = _train(data_root, not_a_folder, "--max_iter", "1")
-    assert proc.returncode == EXIT_SAVE_FAILED, proc.stderr
-    assert f"cannot use --save_folder {not_a_folder}: Not a directory (ENOTDIR)" in proc.stderr
-    assert "Traceback" not in proc.stderr and not_a_folder.read_text() == "mine"
+    code, err = _main(capsys, data_root, not_a_folder, "--max_iter", "1")
+    assert code == EXIT_SAVE_FAILED, err
+    assert f"cannot use --save_folder {not_a_folder}: Not a directory (ENOTDIR)" in err
+    assert not_a_folder.read_text() == "mine"
 
 
 def test_writer_permission_denied_is_one_clear_error(tmp_path, monkeypatch):
