@@ -314,6 +314,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tmp_path):
     ck = load_checkpoint(ckpts[0])
     assert ckpts[0].name == f"ssd300_VOC_{ck['iteration']}.ckpt" and ck["iteration"] >= 1
     assert not (out / "VOC.pth").exists()  # not the end of training
+    assert not (out / "ssd300_VOC.lock").exists()  # the save folder's lock is released
     recs = read_metrics(metrics)
     assert recs[-1]["type"] == "interrupted" and recs[-1]["iter"] == ck["iteration"]
 

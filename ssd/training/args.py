@@ -20,6 +20,12 @@ DEFAULT_EVAL_SETS = {"VOC": "2007:test", "COCO": "val2017"}
 BASENET_CHOICES_HELP = ("a .pth file, a zoo name (vgg16_reducedfc, vgg16_imagenet: downloaded "
                         "once), 'torchvision-vgg16' or 'none'")
 AMP_CHOICES = ("off", "bf16", "fp16")
+EXIT_STATUS_HELP = (
+    "exit status: 0 done; 1 stopped by non-finite losses; 2 bad flags or input files, or the "
+    "save folder is in use by another run (or holds another run's files: see --overwrite); 74 "
+    "a checkpoint or weights file could not be written (disk full, permission denied, ...; the "
+    "message names the file, the reason and the last good checkpoint); 130 stopped by "
+    "Ctrl-C/SIGTERM after saving a checkpoint")
 
 
 def str2bool(value: str | bool) -> bool:
@@ -142,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train SSD (Single Shot MultiBox Detector). Multi-GPU / multi-node: "
                     "torchrun --nproc_per_node=N train.py ... (batch size is per process).",
-        formatter_class=_HelpFormatter)
+        epilog=EXIT_STATUS_HELP, formatter_class=_HelpFormatter)
 
     g = p.add_argument_group("data (ssd.pytorch flags)")
     _add(g, "--dataset", default="VOC", choices=["VOC", "COCO"], type=str.upper,
@@ -185,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(g, "--start_iter", default=0, type=_non_negative_int,
          help="iteration to start at when --resume is a plain state dict")
     _add(g, "--save_folder", default="weights/", help="directory for checkpoints and logs")
+    _add(g, "--overwrite", action="store_true",
+         help="start a new run in a --save_folder that already holds another run's files of "
+              "the same model and dataset (without it such a run refuses to start; "
+              "--resume auto continues the other run instead)")
 
     g = p.add_argument_group("optimisation (ssd.pytorch flags)")
     _add(g, "--lr", "--learning-rate", "--learning_rate", default=1e-3, type=_positive_float,

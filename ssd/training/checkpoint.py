@@ -16,13 +16,14 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from ..io import atomic_save
 from ..weights.files import with_plain_meta
+from .faults import fault_point
+from .saving import SaveFailedError, failed_save_message, save_file
 
 CHECKPOINT_FORMAT = "ssd-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -83,11 +84,15 @@ def find_latest_checkpoint(folder: str | os.PathLike[str], prefix: str) -> Path 
     return found[-1][0] if found else None
 
 
-def prune_checkpoints(folder: str | os.PathLike[str], prefix: str, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest checkpoints (``keep <= 0``: delete none)."""
+def prune_checkpoints(folder: str | os.PathLike[str], prefix: str, keep: int,
+                      owned: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Delete all but the ``keep`` newest checkpoints (``keep <= 0``: delete none).
+
+    ``owned(path)``: only checkpoints it accepts are counted and deleted (a run's own).
+    """
     if keep <= 0:
         return []
-    found = list_checkpoints(folder, prefix)
+    found = [(p, it) for p, it in list_checkpoints(folder, prefix) if owned is None or owned(p)]
     removed = []
     for path, _ in found[:-keep]:
         try:
@@ -133,9 +138,12 @@ def restore_rng(state: Mapping[str, Any], device: torch.device | None = None) ->
 # ----------------------------------------------------------------------------- read / write
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a training checkpoint atomically (a crash leaves the previous file intact)."""
+    """Write a training checkpoint atomically (a crash leaves the previous file intact).
+
+    A failed write raises the ``OSError`` behind it (``ENOSPC``...), not torch's wrapper.
+    """
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    return atomic_save(payload, path)
+    return save_file(payload, path, state.get("iteration"))
 
 
 def is_training_checkpoint(obj: Any) -> bool:
@@ -168,6 +176,21 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
+def peek_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training checkpoint with its tensors memory-mapped (cheap: reads the index only).
+
+    Raises ``ValueError`` naming the problem when the file is damaged or no checkpoint.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{type(e).__name__}: {first}" if first else type(e).__name__) from e
+    if not is_training_checkpoint(obj):
+        raise ValueError("not a training checkpoint")
+    return obj
+
+
 def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of floating-point tensors holding NaN or inf (empty: all finite)."""
     return [k for k, v in state_dict.items()
@@ -182,8 +205,11 @@ class CheckpointWriter:
     """Writes a run's files into ``folder`` (call on rank 0 only).
 
     Every save: the training checkpoint ``<prefix>_<iter>.ckpt`` (then only the newest
-    ``keep`` are kept) and the plain state dict ``<prefix>_<iter>.pth``; the final save also
-    ssd.pytorch's ``<DATASET>.pth``. ``extra`` (config, flags) goes into every checkpoint.
+    ``keep`` of this run's own, those with its ``extra["run_id"]``, are kept) and the plain
+    state dict ``<prefix>_<iter>.pth``; the final save also ssd.pytorch's ``<DATASET>.pth``.
+    ``extra`` (config, flags, run id) goes into every checkpoint. A file that cannot be written
+    raises :class:`~ssd.training.saving.SaveFailedError` naming it, the operating system's
+    reason and the last good checkpoint.
     """
 
     def __init__(self, folder: str | os.PathLike[str], prefix: str, dataset: str, size: int,
@@ -192,9 +218,11 @@ class CheckpointWriter:
         self.prefix, self.dataset, self.size = prefix, dataset, int(size)
         self.keep = int(keep)
         self.extra = dict(extra or {})
+        self.run_id = self.extra.get("run_id")
         self.last_checkpoint: Path | None = None
         self.last_weights: Path | None = None
         self.final_weights: Path | None = None
+        self._owners: dict[tuple[Path, int, int], Any] = {}  # (path, mtime, size) -> run id
 
     def __call__(self, state: Mapping[str, Any], iteration: int, final: bool) -> list[Path]:
         bad = nonfinite_tensors(state["model"])
@@ -203,21 +231,52 @@ class CheckpointWriter:
                 f"the weights hold NaN/inf at iteration {iteration} ({', '.join(bad[:5])}"
                 f"{', ...' if len(bad) > 5 else ''}): refusing to save them; the last good "
                 f"checkpoint is {self.last_checkpoint or 'none (of this run)'}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        written = [save_checkpoint({**state, **self.extra},
-                                   checkpoint_path(self.folder, self.prefix, iteration))]
+        ckpt = checkpoint_path(self.folder, self.prefix, iteration)
+        written = [self._save({**state, **self.extra}, ckpt, iteration, save_checkpoint)]
         self.last_checkpoint = written[0]
+        fault_point("after_checkpoint", iteration)
+        self.last_weights = self.save_weights(
+            state["model"], weights_path(self.folder, self.prefix, iteration), iteration)
+        written.append(self.last_weights)
+        if final:
+            fault_point("before_final_weights", iteration)
+            self.final_weights = self.save_weights(
+                state["model"], final_weights_path(self.folder, self.dataset, self.size),
+                iteration)
+            written.append(self.final_weights)
+        prune_checkpoints(self.folder, self.prefix, self.keep, owned=self.owns)
+        return written
+
+    def save_weights(self, model_state: Mapping[str, torch.Tensor],
+                     path: str | os.PathLike[str], iteration: int | None = None) -> Path:
+        """The plain state dict file (ssd.pytorch format) of ``model_state``."""
         # Plain files load anywhere with a bare torch.load: CPU, contiguous (not channels-last);
         # config and class names ride in the OrderedDict's _metadata, which loaders ignore.
         plain = with_plain_meta({k: v.detach().to("cpu", memory_format=torch.contiguous_format)
-                                 for k, v in state["model"].items()},
+                                 for k, v in model_state.items()},
                                 config=self.extra.get("config"),
                                 class_names=self.extra.get("class_names"))
-        self.last_weights = atomic_save(plain, weights_path(self.folder, self.prefix, iteration))
-        written.append(self.last_weights)
-        if final:
-            self.final_weights = atomic_save(
-                plain, final_weights_path(self.folder, self.dataset, self.size))
-            written.append(self.final_weights)
-        prune_checkpoints(self.folder, self.prefix, self.keep)
-        return written
+        return self._save(plain, Path(path), iteration)
+
+    def _save(self, obj: Any, path: Path, iteration: int | None,
+              saver: Callable[..., Path] | None = None) -> Path:
+        try:
+            return saver(obj, path) if saver is not None else save_file(obj, path, iteration)
+        except OSError as e:
+            raise SaveFailedError(failed_save_message(path, e, self.last_checkpoint)) from e
+
+    def owns(self, path: Path) -> bool:
+        """Whether checkpoint ``path`` belongs to this run (same run id)."""
+        if self.run_id is None:
+            return True  # no identity given: every checkpoint of the prefix (old behaviour)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (path, st.st_mtime_ns, st.st_size)
+        if key not in self._owners:
+            try:
+                self._owners[key] = peek_checkpoint(path).get("run_id")
+            except ValueError:
+                self._owners[key] = None  # unreadable: not provably ours, never deleted
+        return self._owners[key] == self.run_id

@@ -1,12 +1,14 @@
 """``train.py``: build everything from the flags and run :class:`~ssd.training.engine.Trainer`.
 
-Exit status: 0 done, 1 training failed (non-finite loss, ...), 2 bad flags or input files,
+Exit status: 0 done, 1 training failed (non-finite loss, ...), 2 bad flags or input files (or
+the save folder is in use by another run), 74 a checkpoint/weights file could not be written,
 130 stopped by Ctrl-C/SIGTERM after saving a checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
@@ -42,13 +44,17 @@ from .distributed import (
 )
 from .engine import NonFiniteLossError, StopSignal, Trainer
 from .metrics import MetricsLog
+from .ownership import FolderInUseError, claim_save_folder, run_id_of
 from .pretrained import apply_pretrained, dataset_class_names, read_pretrained
+from .resume import find_intact_checkpoint, prepare_resumed_folder
 from .sampler import EpochLoader, ResumableSampler, mix_seed
+from .saving import SaveFailedError
 from .schedule import MultiStepWarmup
 
 log = logging.getLogger("ssd.training")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_SAVE_FAILED = 74  # sysexits.h EX_IOERR
 
 
 class SetupError(Exception):
@@ -217,7 +223,7 @@ def _load_resume(spec: str | None, folder: str, prefix: str, dist: DistInfo
         return None, None
     if spec == "auto":
         # Rank 0 picks, so that every process resumes from the same file.
-        path = find_latest_checkpoint(folder, prefix) if dist.is_main else None
+        path = find_intact_checkpoint(folder, prefix) if dist.is_main else None
         path = all_gather_objects(path)[0]
         if path is None:
             others = sorted(p.name for p in Path(folder).glob("*.ckpt")) \
@@ -276,10 +282,14 @@ def run(args: argparse.Namespace) -> int:
     dist = env_dist_info()
     handler = _setup_logging(dist)
     try:
-        return _run(args, dist)
-    except SetupError as e:
+        with contextlib.ExitStack() as held:
+            return _run(args, dist, held)
+    except (SetupError, FolderInUseError) as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except SaveFailedError as e:
+        print(f"train.py: saving failed: {e}", file=sys.stderr)
+        return EXIT_SAVE_FAILED
     except (NonFiniteLossError, NonFiniteWeightsError) as e:
         print(f"train.py: training stopped: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -289,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         cleanup_distributed()
 
 
-def _run(args: argparse.Namespace, dist: DistInfo) -> int:
+def _run(args: argparse.Namespace, dist: DistInfo, held: contextlib.ExitStack) -> int:
     from ..loss import MultiBoxLoss
     from ..model import build_ssd
     from ..weights import (
@@ -311,6 +321,9 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
     cfg = get_config(args.config)
     size = int(cfg["min_dim"])
     prefix = run_prefix(size, args.dataset)
+    held.enter_context(claim_save_folder(
+        args.save_folder, prefix, final_weights_path(args.save_folder, args.dataset, size).name,
+        resume=args.resume, overwrite=args.overwrite, dist=dist))
     basenet = None if args.resume or pretrained else resolve_basenet(args.basenet,
                                                                      args.save_folder)
     resume_path, resume_obj = _load_resume(args.resume, args.save_folder, prefix, dist)
@@ -384,7 +397,13 @@ def _run(args: argparse.Namespace, dist: DistInfo) -> int:
         writer = CheckpointWriter(args.save_folder, prefix, args.dataset, size,
                                   keep=args.keep_checkpoints,
                                   extra={"config": cfg, "args": _json_args(args),
-                                         "class_names": dataset_class_names(dataset)})
+                                         "class_names": dataset_class_names(dataset),
+                                         "run_id": run_id_of(ckpt)})
+        if resume_obj is not None:
+            prepare_resumed_folder(writer, Path(args.save_folder) / f"{prefix}_metrics.jsonl",
+                                   resume_path if ckpt is not None else None,
+                                   int(ckpt["iteration"]) if ckpt is not None
+                                   else (args.start_iter or None))
         metrics = MetricsLog(Path(args.save_folder) / f"{prefix}_metrics.jsonl")
         if args.visdom:
             from .visdom_logger import VisdomLogger
