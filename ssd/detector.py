@@ -90,10 +90,12 @@ def default_class_names(config: str | Mapping[str, Any]) -> tuple[str, ...]:
 
 def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[str, Any],
                num_classes: int, device: torch.device, *, top_k: int = 200,
-               conf_thresh: float = 0.01, nms_thresh: float = 0.45) -> nn.Module:
+               conf_thresh: float = 0.01, nms_thresh: float = 0.45,
+               hints: str = "python") -> nn.Module:
     """Build a test-phase SSD for ``config`` with ``num_classes`` (background included), load
     ``checkpoint`` (a file or a state dict; any form :mod:`ssd.weights` reads) and put it in
-    eval mode on ``device``.
+    eval mode on ``device``. ``hints``: whose advice a mismatch error gives (``"python"`` or
+    ``"cli"``, see :func:`ssd.weights.load_ssd_weights`).
 
     Raises:
         FileNotFoundError: the checkpoint file does not exist.
@@ -102,12 +104,13 @@ def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[s
     """
     from .model import build_ssd
     from .weights import load_ssd_weights
+    from .weights.loading import missing_weights_message
 
     if isinstance(checkpoint, (str, os.PathLike)) and not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {os.fspath(checkpoint)!r} not found")
+        raise FileNotFoundError(missing_weights_message(checkpoint))
     model = build_ssd("test", cfg=config, num_classes=num_classes, top_k=top_k,
                       conf_thresh=conf_thresh, nms_thresh=nms_thresh)
-    load_ssd_weights(model, checkpoint)
+    load_ssd_weights(model, checkpoint, hints=hints)
     return model.to(device).eval()
 
 
@@ -201,9 +204,10 @@ class Detector:
         """
         from .data.classes import resolve_classes
         from .weights import read_weights_file
+        from .weights.loading import missing_weights_message
 
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {os.fspath(path)!r} not found")
+            raise FileNotFoundError(missing_weights_message(path))
         found = read_weights_file(path)
         config = config if config is not None else (found.config or "voc300")
         names = resolve_classes(classes, found.class_names or default_class_names(config))
