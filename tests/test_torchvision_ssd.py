@@ -90,10 +90,18 @@ def _match(ref: dict, ours, names, box_tol: float, score_tol: float) -> tuple[fl
     return worst_box, worst_score
 
 
-def test_coco_names_are_torchvisions():
+def test_coco_names_are_torchvisions(tmp_path):
+    from ssd.data.classes import load_class_names
+
     categories = SSD300_VGG16_Weights.COCO_V1.meta["categories"]
     assert categories[0] == "__background__"
     assert list(COCO91_CLASSES) == categories[1:]
+    # a class-list file may repeat the "N/A" placeholder (and only it)
+    (tmp_path / "coco91.txt").write_text("\n".join(COCO91_CLASSES) + "\n")
+    assert load_class_names(tmp_path / "coco91.txt") == COCO91_CLASSES
+    (tmp_path / "dup.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(ValueError, match="listed twice"):
+        load_class_names(tmp_path / "dup.txt")
 
 
 def test_priors_equal_torchvisions_and_the_clip_rule_is_the_difference(tv):
