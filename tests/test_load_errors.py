@@ -44,6 +44,7 @@ def model21():
     return build_ssd("test", 300, 21)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 @pytest.mark.parametrize("kind", ["torch.save", "pickle"])
 def test_malicious_pickle_is_refused_named_and_not_run(tmp_path, kind):
     target = tmp_path / "PWNED"
