@@ -113,14 +113,19 @@ def _encode_center_size(matched: torch.Tensor, priors: torch.Tensor,
     return torch.cat((g_cxcy, g_wh), dim=-1)
 
 
-def decode(loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float]) -> torch.Tensor:
+def decode(loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float],
+           max_log_wh: float | None = None) -> torch.Tensor:
     """Invert :func:`encode`: ``[..., P, 4]`` offsets, ``[P, 4]`` priors -> ``[..., P, 4]`` corners.
 
     ``cx = pcx + lx v0 pw``, ``w = pw exp(lw v1)``, ``x1 = cx - w / 2``, ``x2 = x1 + w`` (that
-    order, as in ssd.pytorch). Boxes are not clipped.
+    order, as in ssd.pytorch). Boxes are not clipped. ``max_log_wh`` caps ``lw v1`` and
+    ``lh v1`` before ``exp`` (torchvision caps them at ``log(1000 / 16)``); ``None`` does not.
     """
     cxcy = priors[..., :2] + loc[..., :2] * variances[0] * priors[..., 2:]
-    wh = priors[..., 2:] * torch.exp(loc[..., 2:] * variances[1])
+    log_wh = loc[..., 2:] * variances[1]
+    if max_log_wh is not None:
+        log_wh = log_wh.clamp(max=max_log_wh)
+    wh = priors[..., 2:] * torch.exp(log_wh)
     xy1 = cxcy - wh / 2
     return torch.cat((xy1, wh + xy1), dim=-1)
 

@@ -71,6 +71,29 @@ coco512 = {
     "max_sizes": [51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72],
 }
 
+# torchvision's ssd300_vgg16 (COCO, 91 outputs: the category ids 1..90 and background): the
+# coco300 geometry (its DefaultBoxGenerator scales 0.07 .. 1.05 are these sizes over 300), with
+# torchvision's prior clipping (widths and heights only) and post-processing. ``detect`` holds
+# the options of ssd.detection.detect (see its DETECT_OPTIONS); ``normalize`` is its input rule,
+# (rgb / scale - mean) / std (see ssd.data.normalize); ``channels_last: False`` makes Detector
+# run the convolutions in torchvision's memory format, hence with its float rounding.
+tv_coco300 = {
+    **coco,
+    "name": "COCO_TORCHVISION",
+    "num_classes": 91,
+    "clip": "wh",
+    "normalize": {"scale": 255.0, "mean": (0.48235, 0.45882, 0.40784),
+                  "std": (1 / 255, 1 / 255, 1 / 255)},
+    "channels_last": False,
+    "detect": {
+        "candidates_per_class": 400,
+        "max_per_image": 200,
+        "clip_boxes": True,
+        "keep_empty_boxes": True,
+        "max_log_wh": 4.135166556742356,  # log(1000 / 16)
+    },
+}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     "voc": voc,
     "voc300": voc,
@@ -78,6 +101,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "coco": coco,
     "coco300": coco,
     "coco512": coco512,
+    "tv_coco300": tv_coco300,
 }
 
 
@@ -87,7 +111,8 @@ def get_config(cfg: str | Mapping[str, Any] | None = None, size: int | None = No
 
     Args:
         cfg: a name from :data:`CONFIGS` (``voc300``, ``voc512``, ``coco300``, ``coco512``,
-            ``voc``, ``coco``), a config dict, or ``None`` for the VOC config of ``size``.
+            ``voc``, ``coco``, ``tv_coco300``), a config dict, or ``None`` for the VOC config of
+            ``size``.
         size: input size (default 300), used when ``cfg`` is ``None``; checked against
             ``min_dim`` when given with a ``cfg``.
         num_classes: overrides the config's class count (custom datasets reuse VOC geometry).

@@ -79,19 +79,24 @@ def to_dicts(results: Detections | Sequence[Detections]) -> list[dict[str, Any]]
 
 
 def default_class_names(config: str | Mapping[str, Any]) -> tuple[str, ...]:
-    """The class names that go with a built-in config: VOC's 20 or COCO's 80."""
-    from .data.classes import COCO_CLASSES, VOC_CLASSES
+    """The class names that go with a built-in config: VOC's 20, COCO's 80, or the 90 COCO
+    category-id slots of a 91-output COCO config (torchvision's)."""
+    from .data.classes import COCO91_CLASSES, COCO_CLASSES, VOC_CLASSES
 
-    name = str(get_config(config).get("name", "")).upper()
-    return COCO_CLASSES if name.startswith("COCO") else VOC_CLASSES
+    cfg = get_config(config)
+    if not str(cfg.get("name", "")).upper().startswith("COCO"):
+        return VOC_CLASSES
+    return COCO91_CLASSES if cfg.get("num_classes") == len(COCO91_CLASSES) + 1 else COCO_CLASSES
 
 
 def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[str, Any],
                num_classes: int, device: torch.device, *, top_k: int = 200,
-               conf_thresh: float = 0.01, nms_thresh: float = 0.45) -> nn.Module:
+               conf_thresh: float = 0.01, nms_thresh: float = 0.45,
+               hints: str = "python") -> nn.Module:
     """Build a test-phase SSD for ``config`` with ``num_classes`` (background included), load
     ``checkpoint`` (a file or a state dict; any form :mod:`ssd.weights` reads) and put it in
-    eval mode on ``device``.
+    eval mode on ``device``. ``hints``: whose advice a mismatch error gives (``"python"`` or
+    ``"cli"``, see :func:`ssd.weights.load_ssd_weights`).
 
     Raises:
         FileNotFoundError: the checkpoint file does not exist.
@@ -100,12 +105,13 @@ def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[s
     """
     from .model import build_ssd
     from .weights import load_ssd_weights
+    from .weights.loading import missing_weights_message
 
     if isinstance(checkpoint, (str, os.PathLike)) and not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint {os.fspath(checkpoint)!r} not found")
+        raise FileNotFoundError(missing_weights_message(checkpoint))
     model = build_ssd("test", cfg=config, num_classes=num_classes, top_k=top_k,
                       conf_thresh=conf_thresh, nms_thresh=nms_thresh)
-    load_ssd_weights(model, checkpoint)
+    load_ssd_weights(model, checkpoint, hints=hints)
     return model.to(device).eval()
 
 
@@ -145,14 +151,19 @@ class Detector:
         class_names: the foreground class names, in label order.
         device: where to run (default: the model's device).
         batch_size: images per forward pass in :meth:`predict`.
-        mean: BGR means the network was trained with.
+        mean: BGR means the network was trained with (default: the model config's
+            ``normalize`` rule if it has one, else :data:`ssd.config.MEANS`; see
+            :func:`ssd.data.normalize.input_transform`).
         channels_last: convert the model to the channels-last memory format (faster
-            convolutions on CPU and GPU; the model is changed in place).
+            convolutions on CPU and GPU; the model is changed in place). Default: the model
+            config's ``channels_last``, else true.
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str],
                  device: str | torch.device | None = None, batch_size: int = 8,
-                 mean: Sequence[float] = MEANS, channels_last: bool = True) -> None:
+                 mean: Sequence[float] | None = None, channels_last: bool | None = None) -> None:
+        from .data.normalize import input_transform
+
         num_classes = int(getattr(model, "num_classes", len(class_names) + 1))
         if num_classes != len(class_names) + 1:
             raise ValueError(f"the model has {num_classes} classes (background included) but "
@@ -161,12 +172,16 @@ class Detector:
         self.device = torch.device(device) if device is not None else \
             next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        cfg = getattr(model, "cfg", None) or {}
+        if channels_last is None:
+            channels_last = bool(cfg.get("channels_last", True))
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.class_names = [str(n) for n in class_names]
         self.batch_size = int(batch_size)
         self.size = int(getattr(model, "size", 300))
-        self.mean = tuple(float(m) for m in mean)
+        self.mean = tuple(float(m) for m in (mean if mean is not None else MEANS))
+        self._to_input = input_transform(cfg, self.size, mean)
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] | None = None,
@@ -190,8 +205,11 @@ class Detector:
             batch_size: images per forward pass.
         """
         from .data.classes import resolve_classes
-        from .weights.zoo import read_weights
+        from .weights.loading import missing_weights_message
+        from .weights.zoo import ZOO, read_weights
 
+        if os.fspath(path) not in ZOO and not os.path.isfile(path):
+            raise FileNotFoundError(missing_weights_message(path))
         found = read_weights(path)
         config = config if config is not None else (found.config or "voc300")
         names = resolve_classes(classes, found.class_names or default_class_names(config))
@@ -201,10 +219,7 @@ class Detector:
         return cls(model, names, dev, batch_size=batch_size)
 
     def _preprocess(self, bgr: np.ndarray) -> torch.Tensor:
-        from .data.base import to_chw_rgb_tensor
-        from .data.transforms import base_transform
-
-        return to_chw_rgb_tensor(base_transform(bgr, self.size, self.mean))
+        return self._to_input(bgr)
 
     def predict(self, images: ImageInput | Sequence[ImageInput], threshold: float = 0.5,
                 as_dict: bool = False) -> Any:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import get_config
-from .detection import detect
+from .detection import detect, detect_options
 from .l2norm import L2Norm
 from .priors import PriorBox, prior_boxes
 
@@ -194,6 +194,11 @@ class SSD(nn.Module):
             config of ``size``. Its ``num_classes`` is replaced by ``num_classes``.
         top_k, conf_thresh, nms_thresh, max_per_image: test-phase detection settings (see
             :func:`ssd.detection.detect`); plain attributes, so evaluation may change them.
+            ``max_per_image=None`` takes the config's.
+
+    The config's ``detect`` entry sets the other post-processing rules (candidates per class,
+    clipping, empty boxes, the decode's exponent cap; see
+    :data:`ssd.detection.DETECT_OPTIONS`), kept as attributes of the same names.
 
     Train-phase output: ``loc [B, P, 4]``, ``conf [B, P, num_classes]`` (raw scores) and
     ``priors [P, 4]`` ``(cx, cy, w, h)``. Test-phase output: ``[B, num_classes, top_k, 5]``
@@ -215,7 +220,13 @@ class SSD(nn.Module):
         self.top_k = int(top_k)
         self.conf_thresh = float(conf_thresh)
         self.nms_thresh = float(nms_thresh)
-        self.max_per_image = max_per_image
+        options = detect_options(self.cfg)
+        self.max_per_image = max_per_image if max_per_image is not None else \
+            options["max_per_image"]
+        self.candidates_per_class = options["candidates_per_class"]
+        self.clip_boxes = options["clip_boxes"]
+        self.keep_empty_boxes = options["keep_empty_boxes"]
+        self.max_log_wh = options["max_log_wh"]
         self.bkg_label = 0
 
         # Registration order fixes the state dict order: vgg, L2Norm, extras, loc, conf.
@@ -273,7 +284,10 @@ class SSD(nn.Module):
             return detect(loc.float(), self.softmax(conf.float()), self.priors,
                           self.num_classes, self.bkg_label, self.top_k, self.conf_thresh,
                           self.nms_thresh, variances=tuple(self.cfg["variance"]),
-                          max_per_image=self.max_per_image)
+                          max_per_image=self.max_per_image,
+                          candidates_per_class=self.candidates_per_class,
+                          clip_boxes=self.clip_boxes, keep_empty_boxes=self.keep_empty_boxes,
+                          max_log_wh=self.max_log_wh)
 
     def load_weights(self, base_file: str | os.PathLike[str], strict: bool = True) -> Any:
         """Load a whole-SSD state dict file into this model (see
@@ -306,7 +320,8 @@ def build_ssd(phase: str, size: int | None = None, num_classes: int | None = Non
         cfg: ``'voc300'``, ``'voc512'``, ``'coco300'``, ``'coco512'``, ``'voc'``, ``'coco'`` or
             a config dict; ``None`` means VOC. The config is never guessed from
             ``num_classes``.
-        top_k, conf_thresh, nms_thresh, max_per_image: test-phase detection settings.
+        top_k, conf_thresh, nms_thresh, max_per_image: test-phase detection settings; the
+            config's ``detect`` entry gives the rest (and ``max_per_image`` when this is None).
     """
     _check_phase(phase)
     if size is not None and size not in SIZES:

@@ -13,9 +13,39 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-__all__ = ["PriorBox", "prior_boxes", "validate_prior_config"]
+__all__ = ["CLIP_RULES", "PriorBox", "clip_rule", "prior_boxes", "validate_prior_config"]
 
 _GEOMETRY_KEYS = ("feature_maps", "min_dim", "steps", "min_sizes", "max_sizes", "aspect_ratios")
+
+
+def _clip_all(priors: torch.Tensor) -> torch.Tensor:
+    return priors.clamp(min=0.0, max=1.0)
+
+
+def _clip_wh(priors: torch.Tensor) -> torch.Tensor:
+    return torch.cat((priors[:, :2], priors[:, 2:].clamp(min=0.0, max=1.0)), dim=1)
+
+
+def _no_clip(priors: torch.Tensor) -> torch.Tensor:
+    return priors
+
+
+# A config's ``clip``: ssd.pytorch clamps all four (cx, cy, w, h) columns to [0, 1], which moves
+# the centres of the outer cells of maps whose step does not divide the image (SSD300's 10x10
+# map); torchvision's DefaultBoxGenerator clamps only the widths and heights. ``True`` and
+# ``False`` are the old spellings of "all" and "none".
+CLIP_RULES = {"all": _clip_all, "wh": _clip_wh, "none": _no_clip}
+_CLIP_ALIASES = {True: "all", False: "none"}
+
+
+def clip_rule(cfg: Mapping[str, Any]) -> str:
+    """The name in :data:`CLIP_RULES` of ``cfg["clip"]`` (default ``"all"``)."""
+    value = cfg.get("clip", True)
+    rule = _CLIP_ALIASES.get(value, value) if isinstance(value, bool) else value
+    if rule not in CLIP_RULES:
+        raise ValueError(f"prior config {cfg.get('name', '?')!r}: clip must be true, false or "
+                         f"one of {sorted(CLIP_RULES)}, got {value!r}")
+    return rule
 
 
 def validate_prior_config(cfg: Mapping[str, Any]) -> None:
@@ -48,6 +78,7 @@ def validate_prior_config(cfg: Mapping[str, Any]) -> None:
         if any(not isinstance(a, (int, float)) or a <= 0 for a in ars):
             raise ValueError(
                 f"prior config {name!r}: aspect_ratios[{k}] must be positive numbers, got {ars!r}")
+    clip_rule(cfg)
     variance = cfg.get("variance")
     if variance is not None and any(v <= 0 for v in variance):
         raise ValueError(f"prior config {name!r}: variances must be > 0, got {variance!r}")
@@ -62,13 +93,13 @@ def _geometry_key(cfg: Mapping[str, Any]) -> tuple:
         tuple(cfg["min_sizes"]),
         tuple(cfg["max_sizes"]),
         tuple(tuple(a) for a in cfg["aspect_ratios"]),
-        bool(cfg.get("clip", True)),
+        clip_rule(cfg),
     )
 
 
 def _compute(feature_maps: Sequence[int], min_dim: float, steps: Sequence[float],
              min_sizes: Sequence[float], max_sizes: Sequence[float],
-             aspect_ratios: Sequence[Sequence[float]], clip: bool) -> torch.Tensor:
+             aspect_ratios: Sequence[Sequence[float]], clip: str) -> torch.Tensor:
     """The float64 ``[P, 4]`` priors (see the module docstring for the precision story)."""
     blocks = []
     for k, f in enumerate(feature_maps):
@@ -87,10 +118,7 @@ def _compute(feature_maps: Sequence[int], min_dim: float, steps: Sequence[float]
         block = torch.cat([centre[:, None, :].expand(n_cells, n_boxes, 2),
                            wh[None].expand(n_cells, n_boxes, 2)], dim=2)
         blocks.append(block.reshape(-1, 4))
-    out = torch.cat(blocks, dim=0)
-    if clip:
-        out = out.clamp(min=0.0, max=1.0)
-    return out
+    return CLIP_RULES[clip](torch.cat(blocks, dim=0))
 
 
 @functools.lru_cache(maxsize=32)
@@ -128,7 +156,7 @@ class PriorBox:
         self.max_sizes = list(cfg["max_sizes"])
         self.aspect_ratios = [list(a) for a in cfg["aspect_ratios"]]
         self.variance = list(cfg.get("variance") or [0.1, 0.2])
-        self.clip = bool(cfg.get("clip", True))
+        self.clip = clip_rule(cfg) != "none"
         self.version = cfg.get("name", "")
 
     def forward(self) -> torch.Tensor:

@@ -1,4 +1,7 @@
-"""Detect vs a straightforward per-image, per-class greedy NMS reference (ssd.pytorch rules)."""
+"""Detect vs a straightforward per-image, per-class greedy NMS reference (ssd.pytorch rules),
+and vs torchvision's SSD post-processing rules."""
+
+import math
 
 import pytest
 import torch
@@ -172,3 +175,102 @@ def test_runs_under_deterministic_algorithms():
     finally:
         torch.use_deterministic_algorithms(before)
     assert torch.equal(got, detect(loc, conf, priors, 4, conf_thresh=0.05, max_per_image=12))
+
+
+# ----------------------------------------------------------------------------- other rules
+
+def _empty_box_inputs():
+    """Three zero-width boxes (priors of width 0) of class 1 and one normal box."""
+    priors = torch.tensor([[0.5, 0.5, 0.0, 0.2], [0.6, 0.5, 0.0, 0.2], [0.5, 0.5, 0.0, 0.2],
+                           [0.3, 0.3, 0.1, 0.1]])
+    loc = torch.zeros(1, 4, 4)
+    conf = torch.tensor([[[0.1, 0.9, 0.0], [0.15, 0.85, 0.0], [0.2, 0.8, 0.0],
+                          [0.3, 0.7, 0.0]]])
+    return loc, conf, priors
+
+
+def test_empty_boxes_follow_ssd_pytorch_by_default_and_torchvision_on_request():
+    loc, conf, priors = _empty_box_inputs()
+    got = detect(loc, conf, priors, 3)
+    # ssd.pytorch: the IoU of two empty boxes is 0/0 = NaN, not <= 0.45: only the first stays
+    torch.testing.assert_close(got, reference_detect(loc, conf, priors, 3), rtol=0, atol=0)
+    assert got[0, 1, :, 0].tolist()[:3] == pytest.approx([0.9, 0.7, 0.0])
+    kept = detect(loc, conf, priors, 3, keep_empty_boxes=True)
+    assert kept[0, 1, :, 0].tolist()[:5] == pytest.approx([0.9, 0.85, 0.8, 0.7, 0.0])
+
+
+def torchvision_reference(loc, conf, priors, num_classes, conf_thresh, nms_thresh,
+                          candidates, cap, max_log_wh):
+    """torchvision's SSD.postprocess_detections in [0, 1] units: per image, clip, per class
+    threshold + top candidates, one batched NMS, the best ``cap`` overall."""
+    from torchvision.ops import batched_nms
+
+    out = []
+    for b in range(loc.shape[0]):
+        boxes = decode(loc[b], priors, VAR, max_log_wh).clamp(0, 1)
+        rows = []
+        for c in range(1, num_classes):
+            s = conf[b, :, c]
+            idx = (s > conf_thresh).nonzero().squeeze(1)
+            s, order = s[idx].topk(min(candidates, len(idx)))
+            rows += [(float(v), c, boxes[i]) for v, i in zip(s, idx[order])]
+        scores = torch.tensor([r[0] for r in rows], dtype=torch.float64)
+        labels = torch.tensor([r[1] for r in rows])
+        bx = torch.stack([r[2] for r in rows]).double()
+        keep = batched_nms(bx, scores, labels, nms_thresh)[:cap]
+        out.append(sorted((round(float(scores[k]), 6), int(labels[k]),
+                           tuple(round(v, 5) for v in bx[k].tolist())) for k in keep))
+    return out
+
+
+def _rows(dets):
+    out = []
+    for b in range(dets.shape[0]):
+        nz = (dets[b, :, :, 0] > 0).nonzero().tolist()
+        out.append(sorted((round(float(dets[b, c, r, 0]), 6), c,
+                           tuple(round(v, 5) for v in dets[b, c, r, 1:].tolist()))
+                          for c, r in nz))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torchvision_rules_match_torchvisions_postprocessing(seed):
+    loc, conf, priors = _inputs(batch=2, n_priors=120, num_classes=6, peak=2.0, seed=seed)
+    loc[:, :10] += 8.0  # some boxes leave the image (clipped to empty ones) or grow large
+    options = dict(candidates_per_class=15, max_per_image=25, clip_boxes=True,
+                   keep_empty_boxes=True, max_log_wh=0.5)
+    got = detect(loc, conf, priors, 6, top_k=10, conf_thresh=0.05, **options)
+    want = torchvision_reference(loc, conf, priors, 6, 0.05, 0.45, 15, 25, 0.5)
+    assert _rows(got) == want
+    assert all(len(w) == 25 for w in want)  # the cap really bit
+    assert ((got[..., 3] - got[..., 1]) == 0).any()  # and empty (clipped) boxes were kept
+    assert got[..., 1:].min() >= 0 and got[..., 1:].max() <= 1
+
+
+def test_candidates_per_class_and_log_wh_cap():
+    loc, conf, priors = _inputs(batch=1, n_priors=80, num_classes=3, seed=7)
+    few = detect(loc, conf, priors, 3, top_k=50, conf_thresh=0.01, candidates_per_class=5)
+    assert int((few[0, 1, :, 0] > 0).sum()) <= 5 and few.shape == (1, 3, 50, 5)
+    more = detect(loc, conf, priors, 3, top_k=4, conf_thresh=0.01, candidates_per_class=60)
+    assert more.shape == (1, 3, 4, 5)  # rows per class stay top_k
+    big = torch.zeros(1, 1, 4)
+    big[0, 0, 2:] = 100.0
+    prior = torch.tensor([[0.5, 0.5, 0.1, 0.1]])
+    box = decode(big, prior, VAR, max_log_wh=1.0)[0, 0]
+    assert float(box[2] - box[0]) == pytest.approx(0.1 * math.e, rel=1e-6)
+    uncapped = decode(big, prior, VAR)[0, 0]
+    assert float(uncapped[2] - uncapped[0]) == pytest.approx(0.1 * math.exp(20), rel=1e-5)
+
+
+def test_detect_options_from_configs():
+    from ssd.config import get_config
+    from ssd.detection import DETECT_OPTIONS, detect_options
+
+    assert detect_options(get_config("voc300")) == DETECT_OPTIONS
+    tv = detect_options(get_config("tv_coco300"))
+    assert tv["candidates_per_class"] == 400 and tv["max_per_image"] == 200
+    assert tv["max_log_wh"] == pytest.approx(math.log(1000 / 16))
+    with pytest.raises(ValueError, match="unknown detect option"):
+        detect_options({"name": "x", "detect": {"topk": 3}})
+    with pytest.raises(ValueError, match="clip_boxes must be true or false"):
+        detect_options({"detect": {"clip_boxes": "yes"}})

@@ -127,3 +127,18 @@ def test_missing_key_is_named():
     del cfg["max_sizes"]
     with pytest.raises(ValueError, match="max_sizes"):
         prior_boxes(cfg)
+
+
+def test_clip_rules():
+    cfg = get_config("coco300")
+    unclipped = prior_boxes({**cfg, "clip": "none"}, dtype=torch.float64)
+    assert torch.equal(prior_boxes({**cfg, "clip": "all"}), prior_boxes(cfg))
+    assert torch.equal(prior_boxes({**cfg, "clip": False}), unclipped.float())
+    wh = prior_boxes({**cfg, "clip": "wh"}, dtype=torch.float64)
+    # torchvision's rule: centres as computed (1.0133 on the 10x10 map's last row/column),
+    # widths and heights clamped
+    assert torch.equal(wh[:, :2], unclipped[:, :2]) and wh[:, :2].max() > 1.01
+    assert torch.equal(wh[:, 2:], unclipped[:, 2:].clamp(0, 1))
+    assert PriorBox({**cfg, "clip": "wh"}).clip is True
+    with pytest.raises(ValueError, match="clip must be"):
+        prior_boxes({**cfg, "clip": "centres"})

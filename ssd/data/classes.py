@@ -1,4 +1,5 @@
-"""Class-name lists: the 20 VOC classes, the 80 COCO classes, and user class-list files."""
+"""Class-name lists: the 20 VOC classes, the 80 COCO classes (and their 90 category-id slots),
+and user class-list files."""
 
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ COCO_CATEGORY_IDS = (
     81, 82, 84, 85, 86, 87, 88, 89, 90,
 )
 
+# A label slot no class uses (torchvision's name for COCO's unused category ids); it may repeat.
+UNUSED_CLASS = "N/A"
+
+
+def _coco91_classes() -> tuple[str, ...]:
+    by_id = dict(zip(COCO_CATEGORY_IDS, COCO_CLASSES))
+    return tuple(by_id.get(i, UNUSED_CLASS) for i in range(1, 91))
+
+
+# The 90 foreground slots of torchvision's COCO detectors (91 outputs with the background):
+# label l (1-based) is COCO category id l, and the ten ids COCO does not use are "N/A".
+COCO91_CLASSES = _coco91_classes()
+
 ClassSpec = Union[str, "os.PathLike[str]", Sequence[str], None]
 
 
@@ -56,7 +70,8 @@ def load_class_names(path: Union[str, os.PathLike[str]]) -> tuple[str, ...]:
 
 
 def check_class_names(names: Iterable[str], source: str = "class list") -> tuple[str, ...]:
-    """Validate a sequence of class names (non-empty strings, unique ignoring case)."""
+    """Validate a sequence of class names (non-empty strings, unique ignoring case, except the
+    placeholder :data:`UNUSED_CLASS` of unused label slots)."""
     out = tuple(names)
     if not out:
         raise ValueError(f"{source}: no class names")
@@ -68,6 +83,8 @@ def check_class_names(names: Iterable[str], source: str = "class list") -> tuple
         if key in ("__background__", "background"):
             raise ValueError(f"{source}: do not list the background class ({n!r}); it is "
                              "label 0 of the network and is added implicitly")
+        if n.strip() == UNUSED_CLASS:
+            continue
         if key in seen:
             raise ValueError(f"{source}: class {n!r} is listed twice")
         seen[key] = n

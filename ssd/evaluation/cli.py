@@ -152,7 +152,7 @@ def _load(args: argparse.Namespace, config: dict[str, Any], num_classes: int, de
           **detect: Any) -> Any:
     from ..detector import load_model
 
-    return load_model(args.weights_path, config, num_classes, device, **detect)
+    return load_model(args.weights_path, config, num_classes, device, hints="cli", **detect)
 
 
 def _errors() -> tuple[type[BaseException], ...]:

@@ -23,8 +23,11 @@ BASENET_URL = "https://s3.amazonaws.com/amdegroot-models/vgg16_reducedfc.pth"
 SSD300_URL = "https://s3.amazonaws.com/amdegroot-models/ssd300_mAP_77.43_v2.pth"
 TORCHVISION_VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
-_SSD_HELP = (f"ssd.pytorch's trained SSD300 (VOC, 21 classes) is at {SSD300_URL}; "
-             f"see weights/README.md")
+_SSD_HELP = (f"ssd.pytorch's trained SSD300 (VOC, 21 classes) is at {SSD300_URL}: download it "
+             f"into weights/, or get a trained model by its zoo name with `python -m ssd.weights "
+             f"download ssd300_voc0712` (VOC) or `... download ssd300_coco` (torchvision's COCO "
+             f"SSD300); eval.py/test.py also take the name as --trained_model; see "
+             f"weights/README.md")
 _BASE_HELP = (f"download ssd.pytorch's base net from {BASENET_URL} into weights/, or convert "
               f"torchvision's ImageNet VGG16 ({TORCHVISION_VGG16_URL}) with `python -m "
               f"ssd.weights convert-vgg16 vgg16-397923af.pth weights/vgg16_reducedfc.pth` "
@@ -115,25 +118,73 @@ def _read(path: PathLike, map_location: Any, help_text: str) -> Any:
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean the same to the user
-        detail = _load_error_detail(e)
-        if "Unsupported global" in detail:
-            raise WeightsFileError(
-                f"could not read {os.fspath(path)!r} safely: it pickles Python objects besides "
-                f"tensors ({detail}); if you trust the file, load it with weights_only=False "
-                f"and re-save only its state_dict()") from e
-        raise WeightsFileError(
-            f"could not read {os.fspath(path)!r}: not a PyTorch weights file, or a corrupt "
-            f"one (torch.load with weights_only=True failed: {type(e).__name__}: {detail})"
-        ) from e
+        raise WeightsFileError(_refusal_message(p, e)) from e
+
+
+# torch.load(weights_only=True) names the callable it refused in one of these forms.
+_BLOCKED_GLOBAL = (re.compile(r"unsupported GLOBAL (\S+?) whose module \S+ is blocked"),
+                   re.compile(r"Unsupported global: GLOBAL (\S+?) was not an allowed global"))
+_PICKLE_MAGIC = b"\x80"  # protocol 2+ pickles start with PROTO
+
+
+def _refusal_message(path: Path, e: Exception) -> str:
+    """Why the safe loader refused ``path``, in the user's terms.
+
+    PyTorch's own text suggests ``weights_only=False``, which would run whatever the file
+    holds: it is never repeated. A file that pickles callables gets a message naming them and
+    saying that nothing was run.
+    """
+    text = str(e)
+    blocked = [m.group(1) for rx in _BLOCKED_GLOBAL for m in rx.finditer(text)]
+    if not blocked and "Unsupported operand" in text:
+        blocked = _pickled_globals(path)  # a plain pickle, not written by torch.save
+    if blocked:
+        names = ", ".join(dict.fromkeys(blocked))
+        return (f"refused to load {os.fspath(path)!r}: it contains pickled Python code (a "
+                f"call to {names}), which has not been and will not be executed: weights are "
+                f"read only with PyTorch's safe loader, which accepts tensors and plain data. "
+                f"Use weights from a source you trust; if you made this file, save only the "
+                f"model's state_dict() (and plain data) in it")
+    detail = _load_error_detail(e)
+    return (f"could not read {os.fspath(path)!r}: not a PyTorch weights file, or a corrupt "
+            f"one ({type(e).__name__}: {detail})")
+
+
+def _pickled_globals(path: Path, limit: int = 1 << 20) -> list[str]:
+    """The callables a plain pickle file would import, found by parsing (never running) its
+    first ``limit`` bytes; ``[]`` when it is not a readable pickle."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+    except OSError:
+        return []
+    if not data.startswith(_PICKLE_MAGIC):
+        return []
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # truncated or not a pickle after all: report what was seen
+        pass
+    return found
 
 
 def _load_error_detail(e: Exception) -> str:
-    """The informative part of a torch.load error (its weights_only preamble is not)."""
+    """The informative part of a torch.load error, without its advice to load unsafely."""
     text = str(e).strip()
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
     if found:
         return found.group(1).strip().split(". Please use")[0]
-    return text.splitlines()[0] if text else ""
+    lines = [line for line in text.splitlines()
+             if line.strip() and "weights_only" not in line and "Weights only" not in line]
+    return lines[0].strip() if lines else type(e).__name__
 
 
 def load_state_dict_file(path: PathLike, map_location: Any = "cpu",
@@ -194,13 +245,52 @@ def _format_mismatch(result: LoadResult, source: str, target: str, hints: Sequen
     return "\n".join(lines)
 
 
+# How to fix a class-count mismatch depends on where the weights were given ({n}: the file's
+# class count, background included; {k} = {n} - 1 object classes; {m}: the model's).
+_CLASS_COUNT_FIX = {
+    "python": "build the model with num_classes={n} (build_ssd(..., num_classes={n})), or give "
+              "Detector.from_checkpoint the {k} class names it was trained on (classes=[...] "
+              "or a class-list file)",
+    "cli": "the model gets its class count from the dataset's classes: pass --classes with the "
+           "{k} class names the file was trained on, in training order (a class-list file, one "
+           "name per line, or comma-separated); --config only chooses the geometry "
+           "(voc300, coco300, voc512, ...)",
+}
+# Well-known class counts and the flags that give them on the command line.
+_KNOWN_COUNTS = {21: "the 20 VOC classes: the default of --dataset VOC",
+                 81: "COCO's 80 classes: --dataset COCO --config coco300",
+                 91: "torchvision's 90 COCO category slots: --dataset COCO --config tv_coco300"}
+HINT_CONTEXTS = tuple(_CLASS_COUNT_FIX)
+
+
+def _foreign_layout_hint(state: Mapping[str, torch.Tensor]) -> str | None:
+    """A hint for well-known files that are not SSD state dicts in our layout."""
+    keys = list(state)
+    if keys and all(re.fullmatch(r"\d+\.(weight|bias)", k) for k in keys):
+        return ("this looks like a VGG base net file (keys 0.weight ...); load it with "
+                "load_base_weights / train.py --basenet, not as a whole SSD")
+    if any(k.startswith("head.classification_head.") for k in keys) and \
+            any(k.startswith("backbone.") for k in keys):
+        return ("this is a torchvision ssd300_vgg16 state dict: convert it first with `python "
+                "-m ssd.weights convert-torchvision-ssd IN.pth OUT.pth` (OUT carries "
+                "torchvision's config and class names) and load OUT")
+    if any(k.startswith("features.") for k in keys) and \
+            any(k.startswith("classifier.") for k in keys):
+        return ("this is torchvision's ImageNet VGG16 classifier, not a trained SSD: make the "
+                "SSD base net from it with `python -m ssd.weights convert-vgg16 IN.pth "
+                "weights/vgg16_reducedfc.pth` and train from that (train.py --basenet "
+                "weights/vgg16_reducedfc.pth)")
+    return None
+
+
 def _ssd_hints(model: nn.Module, state: Mapping[str, torch.Tensor],
-               result: LoadResult) -> list[str]:
+               result: LoadResult, context: str = "python") -> list[str]:
+    if context not in _CLASS_COUNT_FIX:
+        raise ValueError(f"hint context must be one of {HINT_CONTEXTS}, got {context!r}")
+    foreign = _foreign_layout_hint(state)
+    if foreign:
+        return [foreign]
     hints = []
-    if state and all(re.fullmatch(r"\d+\.(weight|bias)", k) for k in state):
-        hints.append("this looks like a VGG base net file (keys 0.weight ...); load it with "
-                     "load_base_weights / train.py --basenet, not as a whole SSD")
-        return hints
     n_heads = len({k.split(".")[1] for k in state if re.fullmatch(r"loc\.\d+\.weight", k)})
     model_heads = len(getattr(model, "loc", ()))
     if n_heads and model_heads and n_heads != model_heads:
@@ -212,15 +302,16 @@ def _ssd_hints(model: nn.Module, state: Mapping[str, torch.Tensor],
     if any(k.startswith("conf.") for k, _, _ in result.mismatched) and conf0 is not None and mbox:
         n, rest = divmod(conf0.shape[0], mbox[0])
         if not rest and n != model_classes:
+            fix = _CLASS_COUNT_FIX[context].format(n=n, k=n - 1, m=model_classes)
+            known = f" ({_KNOWN_COUNTS[n]})" if context == "cli" and n in _KNOWN_COUNTS else ""
             hints.append(f"the file was trained for {n} classes (background included) and the "
-                         f"model has {model_classes}: pass num_classes={n} / the matching "
-                         f"--config (voc: 21, coco: 81)")
+                         f"model has {model_classes}: {fix}{known}")
     return hints
 
 
 def load_ssd_weights(model: nn.Module,
                      path_or_state_dict: PathLike | Mapping[str, Any],
-                     strict: bool = True) -> LoadResult:
+                     strict: bool = True, *, hints: str = "python") -> LoadResult:
     """Load a whole-SSD checkpoint into ``model`` (on the model's device and dtype).
 
     ``path_or_state_dict`` is a file or an in-memory dict, in any form
@@ -228,6 +319,8 @@ def load_ssd_weights(model: nn.Module,
     shape mismatch raises :class:`WeightsMismatchError` listing them all; without it the
     matching tensors are loaded, the others skipped and reported in the returned
     :class:`LoadResult` (e.g. to fine-tune a 21-class checkpoint on another class count).
+    ``hints`` says who gave the weights, so that the error's advice fits: ``"python"`` (the
+    API) or ``"cli"`` (eval.py / test.py flags).
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "the state dict"
@@ -243,9 +336,14 @@ def load_ssd_weights(model: nn.Module,
     if (strict and any(result)) or not loadable:
         raise WeightsMismatchError(_format_mismatch(
             result, source, f"the {type(target).__name__} model",
-            _ssd_hints(target, state, result)))
+            _ssd_hints(target, state, result, hints)))
     target.load_state_dict(loadable, strict=False)
     return result
+
+
+def missing_weights_message(path: PathLike) -> str:
+    """What to say when a trained-weights file does not exist: where to get one."""
+    return f"weights file {os.fspath(path)!r} not found; {_SSD_HELP}"
 
 
 def _base_state(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
