@@ -9,13 +9,14 @@ RGB order); outputs ``scores`` ``[N, P, C]`` (softmax, class 0 background) and `
 
 from __future__ import annotations
 
-__all__ = ["NMS_OUTPUTS", "NmsSettings", "RawOutputs", "ScoresBoxes", "add_nms",
+__all__ = ["NMS_OUTPUTS", "NmsSettings", "RawOutputs", "ScoresBoxes", "add_nms", "add_nms_to_file",
            "export_onnx", "export_program", "load_program", "nms_model", "read_metadata"]
 
 _WHERE = {
     "NMS_OUTPUTS": "nms_graph", "NmsSettings": "nms_graph", "add_nms": "nms_graph",
     "nms_model": "nms_graph", "RawOutputs": "graph", "ScoresBoxes": "graph",
     "export_onnx": "onnx_export", "read_metadata": "onnx_export",
+    "add_nms_to_file": "onnx_export",
     "export_program": "torch_export", "load_program": "torch_export",
 }
 

@@ -24,7 +24,8 @@ from ..io import atomic_write
 from .graph import ScoresBoxes
 from .nms_graph import NmsSettings, add_nms
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "exportable_copy", "parse_batch", "read_metadata"]
+__all__ = ["DEFAULT_OPSET", "add_nms_to_file", "export_onnx", "exportable_copy", "parse_batch",
+           "read_metadata"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_OPSET = 18
@@ -55,15 +56,15 @@ def exportable_copy(model: nn.Module) -> nn.Module:
     return core.eval()
 
 
-def _metadata(core: nn.Module, class_names: Sequence[str] | None, mean: Sequence[float],
-              nms: NmsSettings | None) -> dict[str, str]:
+def _metadata(core: nn.Module, class_names: Sequence[str] | None,
+              mean: Sequence[float]) -> dict[str, Any]:
     names = list(class_names) if class_names is not None else None
     if names is not None and len(names) != core.num_classes - 1:
         raise ValueError(f"the model has {core.num_classes - 1} foreground classes but "
                          f"{len(names)} class names were given")
-    meta: dict[str, Any] = {
+    return {
         "format": 1,
-        "graph": "detections" if nms is not None else "scores_boxes",
+        "graph": "scores_boxes",
         "size": int(core.size),
         "num_classes": int(core.num_classes),
         "num_priors": int(core.priors.shape[0]),
@@ -72,10 +73,45 @@ def _metadata(core: nn.Module, class_names: Sequence[str] | None, mean: Sequence
         "mean": [float(m) for m in mean],
         "class_names": names,
     }
-    if nms is not None:
-        meta.update(top_k=nms.top_k, conf_thresh=nms.conf_thresh, nms_thresh=nms.nms_thresh,
-                    max_per_image=nms.max_per_image)
-    return {METADATA_PREFIX + k: json.dumps(v) for k, v in meta.items()}
+
+
+def _finish(proto: onnx.ModelProto, meta: dict[str, Any], settings: NmsSettings | None,
+            path: PathLike) -> onnx.ModelProto:
+    """Add the detection step (if ``settings``) and the metadata; write ``path`` atomically."""
+    meta = dict(meta)
+    if settings is not None:
+        add_nms(proto, int(meta["num_classes"]), int(meta["num_priors"]), settings)
+        meta.update(graph="detections", top_k=settings.top_k,
+                    conf_thresh=settings.conf_thresh, nms_thresh=settings.nms_thresh,
+                    max_per_image=settings.max_per_image)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value)
+    with atomic_write(path, "wb") as f:
+        f.write(proto.SerializeToString())
+    return proto
+
+
+def _settings(top_k: int, conf_thresh: float, nms_thresh: float,
+              max_per_image: int | None) -> NmsSettings:
+    return NmsSettings(int(top_k), float(conf_thresh), float(nms_thresh),
+                       None if max_per_image is None else int(max_per_image))
+
+
+def add_nms_to_file(src: PathLike, dst: PathLike, *, top_k: int = 200,
+                    conf_thresh: float = 0.01, nms_thresh: float = 0.45,
+                    max_per_image: int | None = None) -> onnx.ModelProto:
+    """Write ``dst``: the default graph ``src`` (from :func:`export_onnx`) with the detection
+    step added, as ``export_onnx(..., nms=True)`` would, without exporting again."""
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"ONNX model {os.fspath(src)!r} not found")
+    proto = onnx.load(os.fspath(src))
+    meta = read_metadata(proto)
+    if meta.get("graph") != "scores_boxes":
+        raise ValueError(f"{os.fspath(src)} is not a default (scores + boxes) graph written by "
+                         "ssd.export")
+    return _finish(proto, meta, _settings(top_k, conf_thresh, nms_thresh, max_per_image), dst)
 
 
 def read_metadata(model: onnx.ModelProto | Mapping[str, str]) -> dict[str, Any]:
@@ -113,11 +149,9 @@ def export_onnx(model: nn.Module, path: PathLike, *, opset: int = DEFAULT_OPSET,
         raise ValueError(f"opset must be >= {MIN_OPSET} (the dynamo-based exporter's lowest), "
                          f"got {opset}")
     fixed = parse_batch(batch)
-    settings = NmsSettings(int(top_k), float(conf_thresh), float(nms_thresh),
-                           None if max_per_image is None else int(max_per_image)) if nms \
-        else None
+    settings = _settings(top_k, conf_thresh, nms_thresh, max_per_image) if nms else None
     core = exportable_copy(model)
-    metadata = _metadata(core, class_names, mean, settings)
+    metadata = _metadata(core, class_names, mean)
     wrapper = ScoresBoxes(core).eval()
     example = torch.zeros(fixed or 2, 3, core.size, core.size)  # 2: a batch of 1 specialises
     dynamic = None if fixed else {"images": {0: torch.export.Dim("batch", min=1,
@@ -129,12 +163,4 @@ def export_onnx(model: nn.Module, path: PathLike, *, opset: int = DEFAULT_OPSET,
                                     input_names=["images"], output_names=["scores", "boxes"],
                                     dynamic_shapes=dynamic, external_data=False,
                                     verbose=False)
-    proto = program.model_proto
-    if settings is not None:
-        add_nms(proto, core.num_classes, int(core.priors.shape[0]), settings)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    with atomic_write(path, "wb") as f:
-        f.write(proto.SerializeToString())
-    return proto
+    return _finish(program.model_proto, metadata, settings, path)
