@@ -25,6 +25,7 @@ from .config import MEANS, get_config
 from .data.image_io import load_bgr_image
 from .detections import Detections, collect_detections, to_dicts
 from .evaluation.inference import detection_mode, resolve_device, split_detections
+from .precision import autocast, resolve_precision
 
 __all__ = ["Detections", "Detector", "collect_detections", "default_class_names", "load_model",
            "to_dicts"]
@@ -75,11 +76,15 @@ class Detector:
         mean: BGR means the network was trained with.
         channels_last: convert the model to the channels-last memory format (faster
             convolutions on CPU and GPU; the model is changed in place).
+        precision: ``'fp32'`` (default), ``'bf16'`` or ``'auto'``: bf16 autocast where the
+            device computes bf16 natively (see :mod:`ssd.precision`; ``'bf16'`` elsewhere
+            warns and runs fp32).
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str],
                  device: str | torch.device | None = None, batch_size: int = 8,
-                 mean: Sequence[float] = MEANS, channels_last: bool = True) -> None:
+                 mean: Sequence[float] = MEANS, channels_last: bool = True,
+                 precision: str = "fp32") -> None:
         num_classes = int(getattr(model, "num_classes", len(class_names) + 1))
         if num_classes != len(class_names) + 1:
             raise ValueError(f"the model has {num_classes} classes (background included) but "
@@ -94,13 +99,14 @@ class Detector:
         self.batch_size = int(batch_size)
         self.size = int(getattr(model, "size", 300))
         self.mean = tuple(float(m) for m in mean)
+        self.precision = resolve_precision(precision, self.device.type)
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] | None = None,
                         classes: PathLike | Sequence[str] | None = None,
                         device: str | torch.device = "auto", *, conf_thresh: float = 0.01,
                         nms_thresh: float = 0.45, top_k: int = 200,
-                        batch_size: int = 8) -> Detector:
+                        batch_size: int = 8, precision: str = "fp32") -> Detector:
         """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, a training
         checkpoint with a ``'model'`` entry, or a file written by
         :func:`ssd.weights.save_weights_file`, which carries its config and class names).
@@ -114,6 +120,7 @@ class Detector:
             device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
             conf_thresh, nms_thresh, top_k: the network's detection settings (per class).
             batch_size: images per forward pass.
+            precision: ``'fp32'``, ``'bf16'`` or ``'auto'`` (see the class).
         """
         from .data.classes import resolve_classes
         from .weights import read_weights_file
@@ -126,7 +133,7 @@ class Detector:
         dev = resolve_device(device)
         model = load_model(found.state_dict, config, len(names) + 1, dev, top_k=top_k,
                            conf_thresh=conf_thresh, nms_thresh=nms_thresh)
-        return cls(model, names, dev, batch_size=batch_size)
+        return cls(model, names, dev, batch_size=batch_size, precision=precision)
 
     def _preprocess(self, bgr: np.ndarray) -> torch.Tensor:
         from .data.base import to_chw_rgb_tensor
@@ -155,7 +162,8 @@ class Detector:
             batch = torch.stack([self._preprocess(bgr) for bgr, _ in chunk]).to(self.device)
             batch = batch.contiguous(memory_format=self.memory_format)
             sizes = torch.tensor([bgr.shape[:2] for bgr, _ in chunk], dtype=torch.long)
-            with detection_mode(self.model) as net, torch.inference_mode():
+            with detection_mode(self.model) as net, torch.inference_mode(), \
+                    autocast(self.precision, self.device.type):
                 per_image = split_detections(net(batch), sizes)
             for (bgr, path), dets in zip(chunk, per_image):
                 out.append(collect_detections(dets, bgr.shape[:2], threshold,
