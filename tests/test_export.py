@@ -361,3 +361,47 @@ def test_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     assert code == 2
     assert "nope.pth" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_onnx_detector_pads_the_last_run_of_a_fixed_batch_graph(onnx300, tmp_path):
+    from ssd import OnnxDetector
+
+    proto = onnx.load(str(onnx300))
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_param")
+    dim.dim_value = 2
+    fixed = tmp_path / "fixed2.onnx"
+    onnx.save(proto, str(fixed))
+    detector = OnnxDetector(fixed, batch_size=8)
+    assert detector.fixed_batch == 2 and detector.batch_size == 2
+    images = sample_images(3)
+    got = detector.predict(images, threshold=0.5)
+    want = OnnxDetector(onnx300, batch_size=3).predict(images, threshold=0.5)
+    assert len(got) == 3
+    for a, b in zip(got, want):
+        assert_same_detections(a, b)
+
+
+def test_parse_batch():
+    from ssd.export.onnx_export import parse_batch
+
+    assert parse_batch("dynamic") is None and parse_batch(None) is None
+    assert parse_batch("4") == 4 and parse_batch(1) == 1
+    for bad in ("0", -2, "two"):
+        with pytest.raises(ValueError, match="batch must be"):
+            parse_batch(bad)
+
+
+@pytest.mark.slow
+def test_onnx_detector_precision_falls_back_where_onnxruntime_has_no_bf16(nms300, monkeypatch):
+    import ssd.precision
+    from ssd import OnnxDetector
+
+    monkeypatch.setattr(ssd.precision, "native_bf16", lambda device_type="cpu": False)
+    with pytest.warns(ssd.precision.PrecisionWarning):
+        assert OnnxDetector(nms300, precision="bf16").precision == "fp32"
+    monkeypatch.setattr(ssd.precision, "native_bf16", lambda device_type="cpu": True)
+    expected = "bf16" if __import__("platform").machine().lower() in ("aarch64", "arm64") \
+        else "fp32"
+    assert OnnxDetector(nms300, precision="auto").precision == expected
