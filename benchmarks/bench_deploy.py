@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--json", default=None)
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--skip-drift", action="store_true")
     args = p.parse_args()
     from ssd.precision import cpu_flags, native_bf16
 
@@ -151,9 +152,10 @@ def main() -> None:
     out = {"machine": info}
     if not args.skip_speed:
         out["speed"] = speed(model, args.batch, args.rounds)
-    out["drift"] = drift(model, args.images)
+    if not args.skip_drift:
+        out["drift"] = drift(model, args.images)
+        print(json.dumps(out["drift"], indent=1))
     out["machine"]["load_after"] = load()
-    print(json.dumps(out["drift"], indent=1))
     print("load after:", out["machine"]["load_after"])
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -147,6 +147,7 @@ class OnnxDetector:
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.batch_size = int(self.fixed_batch or batch_size)
         self.mean = tuple(float(m) for m in meta.get("mean", (104.0, 117.0, 123.0)))
+        self.normalize = meta.get("normalize")  # torchvision-style rule, or None
         self.has_nms = "num_detections" in outputs
         num_classes = int(meta.get("num_classes") or self.session.get_outputs()[
             outputs.index("scores")].shape[-1])
@@ -173,8 +174,18 @@ class OnnxDetector:
             self._outputs = ["scores", "boxes"]
 
     def _preprocess(self, bgr: np.ndarray) -> np.ndarray:
-        hwc = base_transform(bgr, self.size, self.mean)
-        return np.ascontiguousarray(hwc.transpose(2, 0, 1)[::-1])  # BGR HWC -> RGB CHW
+        """The network input of one image: ``Detector``'s rule, in NumPy."""
+        if self.normalize is None:
+            hwc = base_transform(bgr, self.size, self.mean)
+            return np.ascontiguousarray(hwc.transpose(2, 0, 1)[::-1])  # BGR HWC -> RGB CHW
+        import cv2
+
+        rule = self.normalize
+        img = cv2.resize(bgr, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        rgb = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)).astype(np.float32)
+        mean = np.asarray(rule["mean"], np.float32)[:, None, None]
+        std = np.asarray(rule["std"], np.float32)[:, None, None]
+        return np.ascontiguousarray((rgb / np.float32(rule["scale"]) - mean) / std)
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         n = batch.shape[0]

@@ -405,3 +405,24 @@ def test_onnx_detector_precision_falls_back_where_onnxruntime_has_no_bf16(nms300
     expected = "bf16" if __import__("platform").machine().lower() in ("aarch64", "arm64") \
         else "fp32"
     assert OnnxDetector(nms300, precision="auto").precision == expected
+
+
+def test_configs_with_other_post_processing_are_refused(tmp_path):
+    from ssd.export.onnx_export import check_exportable
+
+    check_exportable({"name": "VOC", "detect": {"max_per_image": None, "clip_boxes": False}})
+    with pytest.raises(ValueError, match="clip_boxes"):
+        check_exportable({"name": "tv", "detect": {"clip_boxes": True, "max_per_image": 200}})
+
+
+def test_onnx_detector_applies_a_normalize_rule():
+    from ssd.onnx_detector import OnnxDetector
+
+    det = OnnxDetector.__new__(OnnxDetector)
+    det.size, det.mean = 4, (104.0, 117.0, 123.0)
+    det.normalize = {"scale": 255.0, "mean": [0.48, 0.46, 0.41], "std": [0.23, 0.22, 0.23]}
+    bgr = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    rgb = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1])).permute(2, 0, 1).float()
+    mean = torch.tensor(det.normalize["mean"])[:, None, None]
+    std = torch.tensor(det.normalize["std"])[:, None, None]
+    np.testing.assert_array_equal(det._preprocess(bgr), ((rgb / 255.0 - mean) / std).numpy())

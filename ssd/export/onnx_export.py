@@ -72,7 +72,20 @@ def _metadata(core: nn.Module, class_names: Sequence[str] | None,
         "variance": [float(v) for v in core.cfg["variance"]],
         "mean": [float(m) for m in mean],
         "class_names": names,
+        # torchvision-style input rule {"scale", "mean", "std"} (RGB), None for mean subtraction
+        "normalize": core.cfg.get("normalize"),
     }
+
+
+def check_exportable(cfg: Mapping[str, Any]) -> None:
+    """Refuse a config whose post-processing the graph does not reproduce (a config ``detect``
+    entry with torchvision's rules): its exported boxes or detections would differ."""
+    options = {k: v for k, v in dict(cfg.get("detect") or {}).items()
+               if v is not None and v is not False}
+    if options:
+        raise ValueError(f"config {cfg.get('name', '?')!r} sets detect options {options}; the "
+                         "exported graph implements ssd.pytorch's post-processing only, so "
+                         "its outputs would not match this model's detect()")
 
 
 def _finish(proto: onnx.ModelProto, meta: dict[str, Any], settings: NmsSettings | None,
@@ -151,6 +164,7 @@ def export_onnx(model: nn.Module, path: PathLike, *, opset: int = DEFAULT_OPSET,
     fixed = parse_batch(batch)
     settings = _settings(top_k, conf_thresh, nms_thresh, max_per_image) if nms else None
     core = exportable_copy(model)
+    check_exportable(core.cfg)
     metadata = _metadata(core, class_names, mean)
     wrapper = ScoresBoxes(core).eval()
     example = torch.zeros(fixed or 2, 3, core.size, core.size)  # 2: a batch of 1 specialises
