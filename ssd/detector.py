@@ -15,7 +15,6 @@ network itself gets what it was trained on (BGR mean subtraction, then RGB order
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
@@ -25,57 +24,15 @@ from torch import nn
 from .checks import check_fraction
 from .config import MEANS, get_config
 from .data.image_io import load_bgr_image
+from .detections import Detections, collect_detections, to_dicts
 from .evaluation.inference import detection_mode, resolve_device, split_detections
+from .precision import autocast, resolve_precision
 
 __all__ = ["Detections", "Detector", "collect_detections", "default_class_names", "load_model",
            "to_dicts"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 ImageInput = Union[PathLike, np.ndarray, Any]
-
-
-@dataclass
-class Detections:
-    """The detections of one image, best first.
-
-    Attributes:
-        boxes: float32 ``[n, 4]`` ``(x1, y1, x2, y2)`` in pixels of the original image,
-            clipped to ``[0, width] x [0, height]``.
-        scores: float32 ``[n]`` class confidences.
-        labels: int64 ``[n]`` 0-based class indices (background excluded).
-        class_names: ``n`` class names.
-        image_size: ``(height, width)`` of the image.
-        source: the file path when the image was read from disk.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    image_size: tuple[int, int]
-    source: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python types (lists, floats, ints, str): JSON-ready."""
-        return {
-            "boxes": [[float(v) for v in b] for b in self.boxes],
-            "scores": [float(s) for s in self.scores],
-            "labels": [int(c) for c in self.labels],
-            "class_names": list(self.class_names),
-            "image_size": [int(self.image_size[0]), int(self.image_size[1])],
-            "source": self.source,
-        }
-
-
-def to_dicts(results: Detections | Sequence[Detections]) -> list[dict[str, Any]]:
-    """``[r.to_dict() for r in results]`` (a single result gives a one-element list)."""
-    if isinstance(results, Detections):
-        results = [results]
-    return [r.to_dict() for r in results]
 
 
 def default_class_names(config: str | Mapping[str, Any]) -> tuple[str, ...]:
@@ -115,34 +72,6 @@ def load_model(checkpoint: PathLike | Mapping[str, Any], config: str | Mapping[s
     return model.to(device).eval()
 
 
-def collect_detections(per_class: Sequence[np.ndarray], image_size: tuple[int, int],
-                       threshold: float, class_names: Sequence[str],
-                       source: str | None = None) -> Detections:
-    """One image's :class:`Detections` from its per-class rows.
-
-    Args:
-        per_class: ``per_class[c]`` float ``[n, 5]`` ``(x1, y1, x2, y2, score)`` pixel rows of
-            class ``c`` (``c = 0``, the background, is ignored), as in ``all_boxes``.
-        image_size: ``(height, width)``; boxes are clipped to it.
-        threshold: keep rows scoring at least this.
-        class_names: foreground names, ``class_names[c - 1]`` for class ``c``.
-        source: the image's path, if any.
-    """
-    h, w = int(image_size[0]), int(image_size[1])
-    rows, labels = [np.zeros((0, 5), np.float32)], [np.zeros(0, np.int64)]
-    for c in range(1, len(per_class)):
-        cls_rows = np.asarray(per_class[c], dtype=np.float32).reshape(-1, 5)
-        keep = cls_rows[cls_rows[:, 4] >= threshold]
-        rows.append(keep)
-        labels.append(np.full(len(keep), c - 1, dtype=np.int64))
-    arr, lab = np.concatenate(rows), np.concatenate(labels)
-    order = np.argsort(-arr[:, 4], kind="stable")
-    arr, lab = arr[order], lab[order]
-    boxes = np.clip(arr[:, :4], 0, np.array([w, h, w, h], np.float32)).astype(np.float32)
-    return Detections(boxes, arr[:, 4].copy(), lab, [str(class_names[k]) for k in lab], (h, w),
-                      source)
-
-
 class Detector:
     """A trained SSD that takes images and returns :class:`Detections`.
 
@@ -157,11 +86,15 @@ class Detector:
         channels_last: convert the model to the channels-last memory format (faster
             convolutions on CPU and GPU; the model is changed in place). Default: the model
             config's ``channels_last``, else true.
+        precision: ``'fp32'`` (default), ``'bf16'`` or ``'auto'``: bf16 autocast where the
+            device computes bf16 natively (see :mod:`ssd.precision`; ``'bf16'`` elsewhere
+            warns and runs fp32).
     """
 
     def __init__(self, model: nn.Module, class_names: Sequence[str],
                  device: str | torch.device | None = None, batch_size: int = 8,
-                 mean: Sequence[float] | None = None, channels_last: bool | None = None) -> None:
+                 mean: Sequence[float] | None = None, channels_last: bool | None = None,
+                 precision: str = "fp32") -> None:
         from .data.normalize import input_transform
 
         num_classes = int(getattr(model, "num_classes", len(class_names) + 1))
@@ -182,13 +115,14 @@ class Detector:
         self.size = int(getattr(model, "size", 300))
         self.mean = tuple(float(m) for m in (mean if mean is not None else MEANS))
         self._to_input = input_transform(cfg, self.size, mean)
+        self.precision = resolve_precision(precision, self.device.type)
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, config: str | Mapping[str, Any] | None = None,
                         classes: PathLike | Sequence[str] | None = None,
                         device: str | torch.device = "auto", *, conf_thresh: float = 0.01,
                         nms_thresh: float = 0.45, top_k: int = 200,
-                        batch_size: int = 8) -> Detector:
+                        batch_size: int = 8, precision: str = "fp32") -> Detector:
         """Load a checkpoint (plain ssd.pytorch state dict, ``module.``-prefixed, a training
         checkpoint with a ``'model'`` entry, or a file written by
         :func:`ssd.weights.save_weights_file` or ``train.py``, which carry their config and
@@ -203,6 +137,7 @@ class Detector:
             device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
             conf_thresh, nms_thresh, top_k: the network's detection settings (per class).
             batch_size: images per forward pass.
+            precision: ``'fp32'``, ``'bf16'`` or ``'auto'`` (see the class).
         """
         from .data.classes import resolve_classes
         from .weights.loading import missing_weights_message
@@ -216,7 +151,7 @@ class Detector:
         dev = resolve_device(device)
         model = load_model(found.state_dict, config, len(names) + 1, dev, top_k=top_k,
                            conf_thresh=conf_thresh, nms_thresh=nms_thresh)
-        return cls(model, names, dev, batch_size=batch_size)
+        return cls(model, names, dev, batch_size=batch_size, precision=precision)
 
     def _preprocess(self, bgr: np.ndarray) -> torch.Tensor:
         return self._to_input(bgr)
@@ -246,7 +181,8 @@ class Detector:
             batch = torch.stack([self._preprocess(bgr) for bgr, _ in chunk]).to(self.device)
             batch = batch.contiguous(memory_format=self.memory_format)
             sizes = torch.tensor([bgr.shape[:2] for bgr, _ in chunk], dtype=torch.long)
-            with detection_mode(self.model) as net, torch.inference_mode():
+            with detection_mode(self.model) as net, torch.inference_mode(), \
+                    autocast(self.precision, self.device.type):
                 per_image = split_detections(net(batch), sizes)
             for (bgr, path), dets in zip(chunk, per_image):
                 out.append(collect_detections(dets, bgr.shape[:2], threshold,

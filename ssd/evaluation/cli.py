@@ -124,6 +124,10 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels_last", type=str2bool, nargs="?", const=True, default=True,
                    help="run the network in the channels-last memory format (faster "
                         "convolutions; default true)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="bf16 autocast where the CPU/GPU computes bf16 natively (auto), or "
+                        "asked for (bf16: falls back to fp32 with a warning elsewhere); "
+                        "default fp32")
     p.add_argument("--max_images", type=int, default=None,
                    help="only the first N images of the set (quick checks)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -227,7 +231,7 @@ def _eval(args: argparse.Namespace) -> int:
     evaluate(model, dataset, save_folder=args.save_folder, set_name=set_name, device=device,
              batch_size=args.batch_size, num_workers=_num_workers(args, device), amp=args.amp,
              use_07_metric=args.use_07_metric, cleanup=args.cleanup,
-             channels_last=args.channels_last,
+             channels_last=args.channels_last, precision=args.precision,
              settings={"trained_model": os.path.abspath(args.weights_path), **settings},
              progress=not args.no_progress)
     print(f"results.json written to {Path(args.save_folder) / 'results.json'}")
@@ -323,7 +327,8 @@ def _test(args: argparse.Namespace) -> int:
     inf = run_inference(model, dataset, device=device, batch_size=args.batch_size,
                         num_workers=_num_workers(args, device), progress=not args.no_progress,
                         conf_thresh=min(0.01, args.visual_threshold),
-                        channels_last=args.channels_last, desc="test")
+                        channels_last=args.channels_last, desc="test",
+                        precision=args.precision)
     out = Path(args.save_folder) / "test1.txt"
     n = write_test_file(out, dataset, inf.all_boxes, args.visual_threshold)
     print(f"{n} predictions scoring >= {args.visual_threshold} on {len(dataset)} images of "

@@ -70,7 +70,7 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
              nms_thresh: float | None = None, use_07_metric: bool | None = None,
              cleanup: bool = False, channels_last: bool = True,
              settings: Mapping[str, Any] | None = None, progress: bool = True,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             log: Callable[[str], None] = print, precision: str = "fp32") -> dict[str, Any]:
     """Detect on every image of ``dataset`` and score the detections (``eval.py``).
 
     Writes into ``save_folder``: ``detections.pkl`` (``all_boxes[class][image]``), the
@@ -78,7 +78,8 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
     ``bbox_<set>_results.json``), ``results.json`` with every number, ``pr_curves.png`` (when
     matplotlib is installed) and (VOC) the annotation cache under ``annotations_cache/``.
     ``cleanup`` removes the VOC results files afterwards.
-    ``channels_last`` converts the model to that memory format (faster convolutions).
+    ``channels_last`` converts the model to that memory format (faster convolutions);
+    ``precision`` is :func:`run_inference`'s.
     Prints the per-class table through ``log`` and returns the ``results.json`` content.
     """
     save_folder = Path(save_folder)
@@ -87,7 +88,7 @@ def evaluate(model: nn.Module, dataset: Any, *, save_folder: PathLike = "eval",
     inf: InferenceResult = run_inference(
         model, dataset, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
         top_k=top_k, conf_thresh=conf_thresh, nms_thresh=nms_thresh,
-        channels_last=channels_last, progress=progress)
+        channels_last=channels_last, progress=progress, precision=precision)
     save_detections_pkl(inf.all_boxes, save_folder / "detections.pkl")
     t_eval = time.perf_counter()
     log(f"Detected {inf.num_images} images in {inf.seconds:.1f} s "

@@ -375,7 +375,9 @@ def _run(args: argparse.Namespace, dist: DistInfo, held: contextlib.ExitStack) -
     except (WeightsFileError, WeightsMismatchError, RuntimeError) as e:
         raise SetupError(str(e)) from e
 
-    channels_last = device.type == "cuda"
+    # Channels-last convolutions are faster with cuDNN and with oneDNN on the CPU (a batch-4
+    # SSD300 step: 4.84 s contiguous, 4.04 s channels-last on a 2-core EPYC).
+    channels_last = device.type in ("cuda", "cpu")
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
