@@ -141,6 +141,11 @@ class Detector:
         """
         from .data.classes import resolve_classes
         from .weights.loading import missing_weights_message
+
+        check_fraction(conf_thresh, "conf_thresh")
+        check_fraction(nms_thresh, "nms_thresh")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}")
         from .weights.zoo import ZOO, read_weights
 
         if os.fspath(path) not in ZOO and not os.path.isfile(path):

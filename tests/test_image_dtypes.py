@@ -191,3 +191,26 @@ def test_drawing_uses_the_same_rules(pics):
     np.testing.assert_array_equal(draw_detections(pics["rgb16"], empty), pics["rgb"])
     with pytest.raises(ValueError, match="NaN"):
         draw_detections(np.full((4, 5, 3), np.nan), empty)
+
+
+@pytest.mark.parametrize("kw", [{"conf_thresh": 1.5}, {"nms_thresh": -0.1},
+                                {"conf_thresh": float("nan")}, {"top_k": 0}])
+def test_from_checkpoint_refuses_bad_detection_settings(tmp_path, kw):
+    from ssd import build_ssd
+    from ssd.detector import Detector
+
+    path = tmp_path / "net.pth"
+    torch.save(build_ssd("test", 300, 21).state_dict(), path)
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        Detector.from_checkpoint(path, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("flag", ["--confidence_threshold=2", "--nms_threshold=nan",
+                                  "--top_k=0"])
+def test_eval_refuses_out_of_range_flags(flag, capsys):
+    from ssd.evaluation.cli import eval_parser
+
+    with pytest.raises(SystemExit) as e:
+        eval_parser().parse_args([flag])
+    assert e.value.code == 2
+    assert flag.split("=")[0] in capsys.readouterr().err

@@ -40,6 +40,23 @@ def _auto_bool(v: str) -> bool | None:
     return None if str(v).strip().lower() == "auto" else str2bool(v)
 
 
+def _fraction(text: str) -> float:
+    """A threshold flag: a number in [0, 1] (argparse reports the ValueError as a bad flag)."""
+    from ..checks import check_fraction
+
+    try:
+        return check_fraction(float(text), "the value")
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
 def parse_classes(spec: str | None) -> Any:
     """``--classes``: a class-list file, or comma-separated names; ``None`` keeps the default."""
     if spec is None:
@@ -173,12 +190,12 @@ def eval_parser() -> argparse.ArgumentParser:
         prog="eval.py",
         description="Evaluate an SSD checkpoint: VOC mAP (official devkit rule) or COCO AP.")
     _common_args(p)
-    p.add_argument("--confidence_threshold", type=float, default=0.01,
+    p.add_argument("--confidence_threshold", type=_fraction, default=0.01,
                    help="detection confidence threshold (default: 0.01)")
-    p.add_argument("--top_k", type=int, default=200,
+    p.add_argument("--top_k", type=_positive, default=200,
                    help="detections kept per class and image before/after NMS (default 200; "
                         "ssd.pytorch's --top_k 5 was never used: its Detect kept 200)")
-    p.add_argument("--nms_threshold", type=float, default=0.45, help="NMS IoU (default 0.45)")
+    p.add_argument("--nms_threshold", type=_fraction, default=0.45, help="NMS IoU (default 0.45)")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     p.add_argument("--use_07_metric", type=_auto_bool, default=None,
                    help="VOC: true = 11-point AP, false = area AP (default auto: true for "
@@ -246,7 +263,7 @@ def test_parser() -> argparse.ArgumentParser:
         description="Write an SSD checkpoint's predictions on a dataset (ssd.pytorch's "
                     "test1.txt format), optionally as annotated pictures.")
     _common_args(p)
-    p.add_argument("--visual_threshold", type=float, default=0.6,
+    p.add_argument("--visual_threshold", type=_fraction, default=0.6,
                    help="keep predictions scoring at least this (default: 0.6)")
     p.add_argument("--save_images", default=None,
                    help="also write annotated JPEGs (class name and score on each box) here")
