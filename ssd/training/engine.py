@@ -370,6 +370,9 @@ class Trainer:
                     return "interrupted"
             return "finished"
         finally:
+            # Closing the stream drops its DataLoader iterator now, which stops the workers;
+            # left to the garbage collector, a live iterator makes the exit wait on them forever.
+            stream.close()
             bar.close()
 
     # ------------------------------------------------------------------ helpers
