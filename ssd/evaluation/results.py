@@ -53,9 +53,15 @@ def save_detections_pkl(all_boxes: Sequence[Sequence[np.ndarray]], path: PathLik
 
 
 def load_detections_pkl(path: PathLike) -> list[list[np.ndarray]]:
-    """Read a ``detections.pkl`` (only open files you trust: pickle runs code)."""
+    """Read a ``detections.pkl``: lists and numpy arrays only (a pickle asking for anything else
+    is refused, not run)."""
+    from ..safe_pickle import UnsafePickleError, safe_pickle_load
+
     with open(path, "rb") as f:
-        data = pickle.load(f)
+        try:
+            data = safe_pickle_load(f)
+        except UnsafePickleError as e:
+            raise ValueError(f"{path}: refused: {e}") from None
     if not isinstance(data, list) or not all(isinstance(c, list) for c in data):
         raise ValueError(f"{path}: not an all_boxes[class][image] list")
     return data

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import numpy as np
 
 from ..io import atomic_save, atomic_write_text
+from ..safe_pickle import safe_pickle_load
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -148,7 +149,7 @@ def load_annotations(annopath: str, imagenames: Sequence[str], cachedir: PathLik
         if cache.is_file():
             try:
                 with open(cache, "rb") as f:
-                    recs = pickle.load(f)
+                    recs = safe_pickle_load(f)
                 if isinstance(recs, dict) and all(n in recs for n in imagenames):
                     return recs
             except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
