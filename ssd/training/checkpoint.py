@@ -6,8 +6,8 @@ RNG states and the run's config/flags. ``iteration`` counts optimizer steps alre
 Beside each one a plain ssd.pytorch-format state dict (``ssd300_VOC_<iter>.pth``) is written
 for ``eval.py``/old code, and at the end of training ``<save_folder>/VOC.pth`` as
 ssd.pytorch did; those carry the config and class names where loaders ignore them (see
-:func:`ssd.weights.files.with_plain_meta`). Everything loads with ``torch.load(...,
-map_location=..., weights_only=True)``.
+:func:`ssd.weights.files.with_plain_meta`). Everything is read by PyTorch's safe loader
+(``weights_only=True``, with a ``map_location``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ every loader that understands a ``'model'`` entry reads its state dict. Plain ss
 dicts have no ``meta``: :func:`read_weights_file` returns ``None`` for their config and names.
 
 Files that must stay plain state dicts (``train.py``'s ssd.pytorch-format ``.pth``, loaded by
-ssd.pytorch's own ``net.load_state_dict(torch.load(f))``) carry the same ``meta`` in the
+ssd.pytorch's own loading code, a bare load plus ``load_state_dict``) carry the same ``meta`` in the
 ``OrderedDict``'s ``_metadata`` attribute under :data:`PLAIN_META_KEY` (see
 :func:`with_plain_meta`): ``torch.save`` pickles that attribute, ``torch.load`` (also with
 ``weights_only=True``) restores it, and ``load_state_dict`` only reads ``_metadata`` entries

@@ -121,7 +121,7 @@ def _read(path: PathLike, map_location: Any, help_text: str) -> Any:
         raise WeightsFileError(_refusal_message(p, e)) from e
 
 
-# torch.load(weights_only=True) names the callable it refused in one of these forms.
+# PyTorch's safe loader names the callable it refused in one of these forms.
 _BLOCKED_GLOBAL = (re.compile(r"unsupported GLOBAL (\S+?) whose module \S+ is blocked"),
                    re.compile(r"Unsupported global: GLOBAL (\S+?) was not an allowed global"))
 _PICKLE_MAGIC = b"\x80"  # protocol 2+ pickles start with PROTO
